@@ -1,0 +1,155 @@
+-- Switchboard schema, version 1 (SQLite). Keep in step with ../postgres.
+-- Timestamps are milliseconds since the Unix epoch, UTC. Ids are UUID v7 text.
+
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    language TEXT NOT NULL,
+    greeting TEXT NOT NULL,
+    instructions TEXT NOT NULL,
+    voice TEXT NOT NULL,
+    stt_provider TEXT NOT NULL,
+    tts_provider TEXT NOT NULL,
+    brain TEXT NOT NULL,
+    handoff_mode TEXT NOT NULL CHECK (handoff_mode IN ('live_transfer', 'logged_escalation')),
+    handoff_number TEXT,
+    handoff_phrases TEXT NOT NULL,
+    attr_session_id TEXT NOT NULL,
+    attr_caller_phone TEXT NOT NULL,
+    attr_handoff_reason TEXT NOT NULL,
+    attr_handoff_mode TEXT NOT NULL,
+    attr_preferred_channel TEXT NOT NULL,
+    time_zone TEXT NOT NULL,
+    max_concurrent_calls INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE phone_numbers (
+    id TEXT PRIMARY KEY,
+    e164 TEXT NOT NULL UNIQUE,
+    agent_id TEXT REFERENCES agents(id) ON DELETE SET NULL,
+    label TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX phone_numbers_agent ON phone_numbers(agent_id);
+
+CREATE TABLE trunks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    transport TEXT NOT NULL CHECK (transport IN ('udp', 'tcp', 'tls')),
+    allowed_cidrs TEXT NOT NULL,
+    inbound_username TEXT,
+    inbound_password_enc TEXT,
+    outbound_username TEXT,
+    outbound_password_enc TEXT,
+    register INTEGER NOT NULL,
+    outbound_caller_id TEXT,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE contacts (
+    id TEXT PRIMARY KEY,
+    phone TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    email TEXT,
+    external_id TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    agent_id TEXT REFERENCES agents(id) ON DELETE SET NULL,
+    direction TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+    from_addr TEXT NOT NULL,
+    to_addr TEXT NOT NULL,
+    contact_id TEXT REFERENCES contacts(id) ON DELETE SET NULL,
+    status TEXT NOT NULL,
+    outcome TEXT,
+    end_reason TEXT,
+    started_at INTEGER NOT NULL,
+    answered_at INTEGER,
+    ended_at INTEGER
+);
+CREATE INDEX sessions_started ON sessions(started_at);
+CREATE INDEX sessions_agent ON sessions(agent_id, started_at);
+
+CREATE TABLE turns (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    speaker TEXT NOT NULL,
+    text TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER NOT NULL,
+    UNIQUE (session_id, seq)
+);
+
+CREATE TABLE trace_steps (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    turn_seq INTEGER,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    latency_ms INTEGER,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX trace_steps_session ON trace_steps(session_id, created_at);
+
+CREATE TABLE handoffs (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL UNIQUE REFERENCES sessions(id) ON DELETE CASCADE,
+    mode TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    preferred_channel TEXT,
+    channel_details TEXT,
+    status TEXT NOT NULL,
+    conversation_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    delivered_at INTEGER
+);
+
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE logins (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf_token TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    last_used_at INTEGER
+);
+
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE audit_log (
+    id TEXT PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_log_at ON audit_log(at);
