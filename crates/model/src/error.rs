@@ -26,6 +26,16 @@ impl ModelError {
         }
     }
 
+    /// The same reason, reported under another field name.
+    pub fn for_field(self, field: &str) -> Self {
+        match self {
+            ModelError::Invalid { reason, .. } => ModelError::Invalid {
+                field: field.to_string(),
+                reason,
+            },
+        }
+    }
+
     /// The same error, reported under `prefix.field` (for nested inputs).
     pub fn within(self, prefix: &str) -> Self {
         match self {

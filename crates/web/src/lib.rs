@@ -1,1 +1,88 @@
-//! placeholder
+//! Switchboard's HTTP side.
+//!
+//! Owns the REST API under `/api/v1` (with its OpenAPI document at
+//! `/api/openapi.json`), the server-rendered dashboard, authentication (cookie
+//! logins with CSRF tokens for people, bearer tokens for scripts), and the
+//! operational endpoints `/healthz`, `/readyz` and `/metrics`.
+//!
+//! Layout: [`routes`] is the one table of every route with its access level,
+//! from which [`router`] is built (and which the auth-walk test reads);
+//! [`auth`] holds the extractors and login rate limiting; [`api`] the JSON
+//! handlers; [`pages`] the dashboard; [`error`] maps failures to responses;
+//! [`metrics`] the Prometheus counters.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_model::Region;
+use switchboard_store::Store;
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod json;
+pub mod metrics;
+pub mod openapi;
+pub mod pages;
+pub mod routes;
+
+pub use routes::router;
+
+/// Settings the HTTP side needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// Region for phone numbers typed without a country code.
+    pub default_region: Region,
+    /// How long a dashboard login lasts.
+    pub login_ttl: Duration,
+    /// Mark the login cookie `Secure` (serve behind HTTPS).
+    pub secure_cookies: bool,
+    /// Failed logins allowed per client address per minute before 429.
+    pub login_attempts_per_minute: u32,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        Self {
+            default_region: Region::default(),
+            login_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
+            login_attempts_per_minute: 10,
+        }
+    }
+}
+
+/// Everything a handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub settings: Arc<WebSettings>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub(crate) limiter: Arc<auth::LoginLimiter>,
+}
+
+impl AppState {
+    pub fn new(store: Store, settings: WebSettings) -> Self {
+        let limiter = auth::LoginLimiter::new(settings.login_attempts_per_minute);
+        Self {
+            store,
+            settings: Arc::new(settings),
+            metrics: Arc::new(metrics::Metrics::default()),
+            limiter: Arc::new(limiter),
+        }
+    }
+}
+
+/// Serves the router on `listener` until `shutdown` completes, then lets
+/// in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
