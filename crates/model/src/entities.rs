@@ -761,16 +761,109 @@ pub struct Handoff {
     pub id: HandoffId,
     pub session_id: SessionId,
     pub mode: HandoffMode,
+    /// What the caller asked for and what the AI could not resolve.
+    pub reason: String,
+    pub summary: String,
+    pub preferred_channel: Option<PreferredChannel>,
+    /// The address or number for the preferred channel.
+    pub channel_details: Option<String>,
+    pub status: HandoffStatus,
+    /// How many turns of the session the transcript holds (frozen at handoff).
+    pub turn_count: i64,
+    /// The Salesforce conversation id (a UUID derived from the session id).
+    pub conversation_id: Option<String>,
+    pub conversation_created: bool,
+    /// Messages Salesforce has acknowledged, of `messages_total`.
+    pub messages_acked: i64,
+    pub messages_total: Option<i64>,
+    /// `authenticated` (known contact) or `unauthenticated`.
+    pub identity: Option<String>,
+    /// The routing attributes sent, by their Salesforce names.
+    #[schema(value_type = Option<Object>)]
+    pub routing_attributes: Option<std::collections::BTreeMap<String, String>>,
+    pub attempts: i64,
+    /// The last failure, with Salesforce's own words when it answered.
+    pub last_error: Option<String>,
+    pub routed_at: Option<Timestamp>,
+    pub estimated_wait_seconds: Option<i64>,
+    /// The rep who picked the conversation up.
+    pub rep_name: Option<String>,
+    pub rep_joined_at: Option<Timestamp>,
+    pub closed_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub delivered_at: Option<Timestamp>,
+}
+
+/// A handoff as the API or the voice engine asks for it.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffInput {
+    /// Defaults to the agent's configured mode.
+    pub mode: Option<HandoffMode>,
+    pub reason: String,
+    /// Defaults to the reason.
+    pub summary: Option<String>,
+    pub preferred_channel: Option<PreferredChannel>,
+    pub channel_details: Option<String>,
+    /// End the session with the handoff (logged escalation ends the call).
+    #[serde(default)]
+    pub end_session: bool,
+}
+
+/// A validated handoff request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandoffSpec {
+    pub mode: HandoffMode,
     pub reason: String,
     pub summary: String,
     pub preferred_channel: Option<PreferredChannel>,
     pub channel_details: Option<String>,
-    pub status: HandoffStatus,
-    pub conversation_id: Option<String>,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    pub created_at: Timestamp,
-    pub delivered_at: Option<Timestamp>,
+}
+
+impl HandoffInput {
+    /// Validates against the agent's default mode.
+    pub fn validate(self, default_mode: HandoffMode) -> Result<HandoffSpec, ModelError> {
+        let reason = text("reason", &self.reason, 2000)?;
+        if reason.is_empty() {
+            return Err(ModelError::invalid(
+                "reason",
+                "is required: say what the caller asked for and what the AI could not resolve",
+            ));
+        }
+        let summary = match self.summary {
+            Some(s) => text("summary", &s, 8000)?,
+            None => reason.clone(),
+        };
+        let channel_details = match self.channel_details.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(d) => Some(single_line("channel_details", d, 320)?),
+        };
+        if channel_details.is_some() && self.preferred_channel.is_none() {
+            return Err(ModelError::invalid(
+                "preferred_channel",
+                "is required when channel_details is given",
+            ));
+        }
+        Ok(HandoffSpec {
+            mode: self.mode.unwrap_or(default_mode),
+            reason,
+            summary,
+            preferred_channel: self.preferred_channel,
+            channel_details,
+        })
+    }
+}
+
+/// One delivery attempt of a handoff.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct HandoffAttempt {
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// `delivered`, `retry`, `dead_letter`, `not_configured`, `released`.
+    pub outcome: String,
+    pub messages_sent: i64,
+    pub error: Option<String>,
 }
 
 // ---------------------------------------------------------------------------

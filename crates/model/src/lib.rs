@@ -15,6 +15,7 @@ pub mod error;
 pub mod ids;
 pub mod phone;
 pub mod redact;
+pub mod salesforce;
 pub mod time;
 
 pub use entities::*;
@@ -22,4 +23,5 @@ pub use error::ModelError;
 pub use ids::*;
 pub use phone::{Region, E164};
 pub use redact::Redacted;
+pub use salesforce::MiawSettings;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

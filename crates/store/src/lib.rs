@@ -28,7 +28,9 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod contacts;
+pub mod handoffs;
 pub mod numbers;
+pub mod outbox;
 pub mod secrets;
 pub mod sessions;
 pub mod settings;
@@ -36,6 +38,8 @@ pub mod testing;
 pub mod trunks;
 
 pub use auth::{LoginSession, NewApiToken};
+pub use handoffs::HandoffFilter;
+pub use outbox::{OutboxCounts, OutboxJob, HANDOFF_JOB};
 pub use secrets::SecretBox;
 pub use sessions::SessionFilter;
 

@@ -2,8 +2,8 @@
 
 use sqlx::any::AnyRow;
 use switchboard_model::{
-    AgentId, Direction, Handoff, NewSession, Outcome, Session, SessionId, SessionStatus, Speaker,
-    Timestamp, TraceStep, TraceStepId, Turn, TurnId,
+    AgentId, Direction, NewSession, Outcome, Session, SessionId, SessionStatus, Speaker, Timestamp,
+    TraceStep, TraceStepId, Turn, TurnId,
 };
 
 use crate::{
@@ -236,35 +236,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// The session's handoff, if the call was handed to a human.
-    pub async fn handoff_for_session(&self, session: SessionId) -> Result<Option<Handoff>> {
-        let row = sqlx::query(
-            "SELECT id, session_id, mode, reason, summary, preferred_channel, channel_details, status, conversation_id, \
-             attempts, last_error, created_at, delivered_at FROM handoffs WHERE session_id = $1",
-        )
-        .bind(session.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.db_err(e))?;
-        let Some(r) = row else { return Ok(None) };
-        const H: &str = "handoffs";
-        Ok(Some(Handoff {
-            id: get_parsed(&r, "id", H)?,
-            session_id: get_parsed(&r, "session_id", H)?,
-            mode: get_parsed(&r, "mode", H)?,
-            reason: get_str(&r, "reason", H)?,
-            summary: get_str(&r, "summary", H)?,
-            preferred_channel: get_opt_parsed(&r, "preferred_channel", H)?,
-            channel_details: get_opt_str(&r, "channel_details", H)?,
-            status: get_parsed(&r, "status", H)?,
-            conversation_id: get_opt_str(&r, "conversation_id", H)?,
-            attempts: get_i64(&r, "attempts", H)?,
-            last_error: get_opt_str(&r, "last_error", H)?,
-            created_at: get_ts(&r, "created_at", H)?,
-            delivered_at: get_opt_ts(&r, "delivered_at", H)?,
-        }))
     }
 
     fn expect_one(

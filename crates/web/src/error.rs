@@ -15,6 +15,8 @@ pub enum ApiError {
     BadRequest { message: String },
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    #[error("{}", .errors.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; "))]
+    InvalidMany { errors: Vec<(String, String)> },
     #[error("{message}")]
     UnsupportedMediaType { message: String },
     #[error("authentication required: send `Authorization: Bearer <token>` or log in")]
@@ -46,13 +48,24 @@ pub struct ErrorDetail {
     /// The input the error is about (a JSON path such as `routing_attributes.session_id`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every invalid field, when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid { .. } | ApiError::InvalidMany { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -67,7 +80,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest { .. } => "bad_request",
-            ApiError::Invalid { .. } => "invalid",
+            ApiError::Invalid { .. } | ApiError::InvalidMany { .. } => "invalid",
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden { .. } => "forbidden",
@@ -82,6 +95,7 @@ impl ApiError {
     pub fn field(&self) -> Option<&str> {
         match self {
             ApiError::Invalid { field, .. } | ApiError::Conflict { field, .. } => Some(field),
+            ApiError::InvalidMany { errors } => errors.first().map(|(f, _)| f.as_str()),
             _ => None,
         }
     }
@@ -146,6 +160,16 @@ impl IntoResponse for ApiError {
                     other => other.to_string(),
                 },
                 field: self.field().map(str::to_string),
+                errors: match &self {
+                    ApiError::InvalidMany { errors } => errors
+                        .iter()
+                        .map(|(f, m)| FieldError {
+                            field: f.clone(),
+                            message: m.clone(),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                },
             },
         };
         let mut response = (self.status(), axum::Json(body)).into_response();

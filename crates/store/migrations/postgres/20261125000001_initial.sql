@@ -99,6 +99,10 @@ CREATE TABLE trace_steps (
 );
 CREATE INDEX trace_steps_session ON trace_steps(session_id, created_at);
 
+-- A decision to hand a caller to a human. The row is also the delivery
+-- state: `turn_count` freezes which turns the transcript holds, and
+-- `messages_acked` is how many of the rendered messages Salesforce has
+-- acknowledged, so a retry resumes where the last attempt stopped.
 CREATE TABLE handoffs (
     id TEXT PRIMARY KEY,
     session_id TEXT NOT NULL UNIQUE REFERENCES sessions(id) ON DELETE CASCADE,
@@ -108,12 +112,57 @@ CREATE TABLE handoffs (
     preferred_channel TEXT,
     channel_details TEXT,
     status TEXT NOT NULL,
+    turn_count BIGINT NOT NULL,
     conversation_id TEXT,
+    conversation_created BIGINT NOT NULL DEFAULT 0,
+    messages_acked BIGINT NOT NULL DEFAULT 0,
+    messages_total BIGINT,
+    identity TEXT,
+    routing_attributes TEXT,
     attempts BIGINT NOT NULL DEFAULT 0,
     last_error TEXT,
+    routed_at BIGINT,
+    estimated_wait_seconds BIGINT,
+    rep_name TEXT,
+    rep_joined_at BIGINT,
+    closed_at BIGINT,
     created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
     delivered_at BIGINT
 );
+CREATE INDEX handoffs_status ON handoffs(status, created_at);
+
+-- Every delivery attempt and its result, for the Inbox and Troubleshooting.
+CREATE TABLE handoff_attempts (
+    id TEXT PRIMARY KEY,
+    handoff_id TEXT NOT NULL REFERENCES handoffs(id) ON DELETE CASCADE,
+    started_at BIGINT NOT NULL,
+    finished_at BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    messages_sent BIGINT NOT NULL,
+    error TEXT
+);
+CREATE INDEX handoff_attempts_handoff ON handoff_attempts(handoff_id, started_at);
+
+-- Work to do outside the request path, written in the same transaction as
+-- the change that asks for it. Workers claim a due job with a lease; on
+-- PostgreSQL with FOR UPDATE SKIP LOCKED.
+CREATE TABLE outbox (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    ref_id TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'parked', 'done', 'dead')),
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_expires_at BIGINT,
+    first_failed_at BIGINT,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    UNIQUE (kind, ref_id)
+);
+CREATE INDEX outbox_due ON outbox(status, next_attempt_at);
 
 CREATE TABLE users (
     id TEXT PRIMARY KEY,
