@@ -126,7 +126,7 @@ impl Store {
 
     /// Deletes an agent. Its numbers stay, unbound; its sessions stay, for the record.
     pub async fn delete_agent(&self, id: AgentId) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.db_err(e))?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE phone_numbers SET agent_id = NULL WHERE agent_id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)

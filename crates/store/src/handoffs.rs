@@ -45,7 +45,7 @@ impl Store {
     ) -> Result<Handoff> {
         let now = self.now();
         let id = HandoffId::new();
-        let mut tx = self.pool.begin().await.map_err(|e| self.db_err(e))?;
+        let mut tx = self.write_tx().await?;
         let exists = sqlx::query("SELECT status FROM sessions WHERE id = $1")
             .bind(session.to_string())
             .fetch_optional(&mut *tx)
@@ -328,7 +328,7 @@ impl Store {
     /// handoff re-sends nothing that was acknowledged).
     pub async fn redrive_handoff(&self, id: HandoffId) -> Result<Handoff> {
         let now = self.now().as_millis();
-        let mut tx = self.pool.begin().await.map_err(|e| self.db_err(e))?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE outbox SET status = 'pending', next_attempt_at = $3, first_failed_at = NULL, lease_owner = NULL, \
              lease_expires_at = NULL, updated_at = $3 WHERE kind = $1 AND ref_id = $2 AND status <> 'running'",
@@ -426,4 +426,34 @@ fn handoff_from_row(row: &AnyRow) -> Result<Handoff> {
         updated_at: get_ts(row, "updated_at", T)?,
         delivered_at: get_opt_ts(row, "delivered_at", T)?,
     })
+}
+
+impl Store {
+    /// Keeps the access token a handoff posts with, sealed.
+    pub async fn save_handoff_token(&self, id: HandoffId, token: &str) -> Result<()> {
+        sqlx::query("UPDATE handoffs SET access_token_enc = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(self.secrets.seal(token))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// The access token saved for a handoff, opened.
+    pub async fn handoff_token(&self, id: HandoffId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT access_token_enc FROM handoffs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        match row
+            .map(|r| get_opt_str(&r, "access_token_enc", T))
+            .transpose()?
+            .flatten()
+        {
+            Some(sealed) => Ok(Some(self.secrets.open(&sealed)?)),
+            None => Ok(None),
+        }
+    }
 }

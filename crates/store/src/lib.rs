@@ -244,6 +244,18 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock up
+    /// front (`BEGIN IMMEDIATE`): a deferred transaction that reads first and
+    /// writes later fails with "database is locked" when another connection
+    /// wrote in between, and the busy timeout cannot save it.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        };
+        tx.map_err(|e| self.db_err(e))
+    }
+
     fn now(&self) -> Timestamp {
         self.clock.now()
     }

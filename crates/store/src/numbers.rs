@@ -17,7 +17,7 @@ impl Store {
         agent: Option<AgentId>,
         label: &str,
     ) -> Result<PhoneNumber> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.db_err(e))?;
+        let mut tx = self.write_tx().await?;
         let existing = sqlx::query(&format!("SELECT {COLS} FROM phone_numbers WHERE e164 = $1"))
             .bind(e164.as_str())
             .fetch_optional(&mut *tx)

@@ -121,7 +121,7 @@ impl Store {
         started_at: Timestamp,
         ended_at: Timestamp,
     ) -> Result<Turn> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.db_err(e))?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "SELECT COALESCE(MAX(seq), -1) + 1 AS next FROM turns WHERE session_id = $1",
         )

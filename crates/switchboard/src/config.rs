@@ -117,6 +117,8 @@ settings! {
         login_ttl_minutes: u32 = "720",
         /// Failed logins allowed per client address per minute before refusing.
         login_attempts_per_minute: u32 = "10",
+        /// URL people use to reach the dashboard; handoff messages link to the Inbox with it.
+        public_url: String = "http://<addr>",
     }
     [sip] RawSip {
         /// Address the SIP listener will use (telephony is not built yet).
@@ -159,6 +161,22 @@ settings! {
         jwt_issuer: String = "(unset)",
         /// Name of the routing attribute that carries the session id, such as OpencxSessionId.
         session_id_attribute: String = "(unset)",
+    }
+    [handoff] RawHandoff {
+        /// Delivery workers in this process (each delivers one handoff at a time).
+        workers: u32 = "2",
+        /// Seconds a worker holds a handoff without progress before another may take it over.
+        lease_seconds: u32 = "60",
+        /// Hours a handoff may keep failing transiently before it is dead-lettered.
+        max_age_hours: u32 = "24",
+        /// Pack several transcript turns per Salesforce message (fewer round-trips on slow links).
+        pack_turns: bool = "false",
+        /// Seconds to wait for one Salesforce request.
+        request_timeout_seconds: u32 = "10",
+    }
+    [sandbox] RawSandbox {
+        /// Address of the built-in MIAW sandbox (handoffs go there while no org is configured); `off` disables it.
+        addr: String = "127.0.0.1:8089",
     }
 }
 
@@ -266,6 +284,8 @@ pub(crate) struct Config {
     pub(crate) phone: PhoneConfig,
     pub(crate) log: LogConfig,
     pub(crate) salesforce: SalesforceConfig,
+    pub(crate) handoff: HandoffConfig,
+    pub(crate) sandbox: SandboxConfig,
     /// Where each explicitly set value came from (`"http.addr"` → origin).
     origins: HashMap<String, Origin>,
 }
@@ -276,6 +296,23 @@ pub(crate) struct HttpConfig {
     pub(crate) secure_cookies: bool,
     pub(crate) login_ttl: Duration,
     pub(crate) login_attempts_per_minute: u32,
+    /// Set explicitly; otherwise derived from the bound address.
+    pub(crate) public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HandoffConfig {
+    pub(crate) workers: u32,
+    pub(crate) lease: Duration,
+    pub(crate) max_age: Duration,
+    pub(crate) pack_turns: bool,
+    pub(crate) request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SandboxConfig {
+    /// `None` when turned off.
+    pub(crate) addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -690,6 +727,21 @@ fn convert(
             1,
             10_000,
         )?,
+        public_url: match non_empty(raw.http.public_url) {
+            None => None,
+            Some(u) => {
+                let u = u.trim().trim_end_matches('/').to_string();
+                if !(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.contains(char::is_whitespace)
+                {
+                    return Err(invalid(
+                        "http.public_url",
+                        format!("{u:?} is not a URL such as https://switchboard.example.com"),
+                    ));
+                }
+                Some(u)
+            }
+        },
     };
     let sip = SipConfig {
         addr: addr("sip.addr", raw.sip.addr, "127.0.0.1:5060")?,
@@ -769,6 +821,48 @@ fn convert(
 
     let salesforce = convert_salesforce(raw.salesforce, &invalid)?;
 
+    let handoff = HandoffConfig {
+        workers: range("handoff.workers", raw.handoff.workers, 2, 1, 64)?,
+        lease: Duration::from_secs(u64::from(range(
+            "handoff.lease_seconds",
+            raw.handoff.lease_seconds,
+            60,
+            1,
+            3600,
+        )?)),
+        max_age: Duration::from_secs(
+            3600 * u64::from(range(
+                "handoff.max_age_hours",
+                raw.handoff.max_age_hours,
+                24,
+                1,
+                24 * 30,
+            )?),
+        ),
+        pack_turns: raw.handoff.pack_turns.unwrap_or(false),
+        request_timeout: Duration::from_secs(u64::from(range(
+            "handoff.request_timeout_seconds",
+            raw.handoff.request_timeout_seconds,
+            10,
+            1,
+            300,
+        )?)),
+    };
+    let sandbox = match non_empty(raw.sandbox.addr).as_deref().map(str::trim) {
+        Some("off") => SandboxConfig { addr: None },
+        Some(text) => SandboxConfig {
+            addr: Some(text.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "sandbox.addr",
+                    format!("{text:?} is not an address like 127.0.0.1:8089, or `off`"),
+                )
+            })?),
+        },
+        None => SandboxConfig {
+            addr: Some(SocketAddr::from(([127, 0, 0, 1], 8089))),
+        },
+    };
+
     Ok(Config {
         file,
         http,
@@ -778,6 +872,8 @@ fn convert(
         phone,
         log,
         salesforce,
+        handoff,
+        sandbox,
         origins,
     })
 }
@@ -1024,8 +1120,10 @@ mod tests {
         // Values that are valid for every key of the same type.
         for s in SETTINGS {
             let value = match (s.section, s.key) {
-                ("http" | "sip", "addr") => "127.0.0.1:9",
-                (_, "secure_cookies") => "1",
+                ("http" | "sip" | "sandbox", "addr") => "127.0.0.1:9",
+                ("http", "public_url") => "https://sb.example.com",
+                (_, "secure_cookies" | "pack_turns") => "1",
+                ("handoff", _) => "5",
                 (_, k)
                     if k.ends_with("minutes")
                         || k.ends_with("minute")

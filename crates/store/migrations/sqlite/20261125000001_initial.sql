@@ -118,6 +118,10 @@ CREATE TABLE handoffs (
     messages_acked INTEGER NOT NULL DEFAULT 0,
     messages_total INTEGER,
     identity TEXT,
+    -- The Messaging access token (sealed) this handoff posts with: an
+    -- unauthenticated conversation belongs to the token's subject, so a retry,
+    -- even after a restart, must post with the same one.
+    access_token_enc TEXT,
     routing_attributes TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
