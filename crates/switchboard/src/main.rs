@@ -25,6 +25,7 @@ mod commands;
 mod config;
 mod logging;
 mod output;
+mod wiring;
 
 use cli::{Cli, Command};
 use config::{ConfigError, Overrides};

@@ -15,12 +15,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_model::Region;
+use switchboard_handoff::SalesforceSettings;
+use switchboard_model::{Clock, Region, SystemClock};
+use switchboard_salesforce::Sandbox;
 use switchboard_store::Store;
+use tokio::sync::Notify;
 
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod handoffs_api;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
@@ -59,6 +63,13 @@ pub struct AppState {
     pub store: Store,
     pub settings: Arc<WebSettings>,
     pub metrics: Arc<metrics::Metrics>,
+    pub clock: Arc<dyn Clock>,
+    /// Salesforce MIAW settings and connection test (`None`: not wired).
+    pub salesforce: Option<Arc<SalesforceSettings>>,
+    /// The built-in MIAW sandbox, when it runs in this process.
+    pub sandbox: Option<Sandbox>,
+    /// Poked after a handoff is written so the delivery worker looks at once.
+    pub handoff_notify: Arc<Notify>,
     pub(crate) limiter: Arc<auth::LoginLimiter>,
 }
 
@@ -69,8 +80,27 @@ impl AppState {
             store,
             settings: Arc::new(settings),
             metrics: Arc::new(metrics::Metrics::default()),
+            clock: Arc::new(SystemClock),
+            salesforce: None,
+            sandbox: None,
+            handoff_notify: Arc::new(Notify::new()),
             limiter: Arc::new(limiter),
         }
+    }
+
+    pub fn with_salesforce(mut self, settings: Arc<SalesforceSettings>) -> Self {
+        self.salesforce = Some(settings);
+        self
+    }
+
+    pub fn with_sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
+    pub fn with_handoff_notify(mut self, notify: Arc<Notify>) -> Self {
+        self.handoff_notify = notify;
+        self
     }
 }
 

@@ -16,9 +16,12 @@ use axum::{Extension, Form};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
 use serde_json::json;
+use switchboard_handoff::settings::{
+    ConnectionTest, Destination, EffectiveSettings, MiawSettingsInput, Source,
+};
 use switchboard_model::{
-    Agent, AgentId, AgentInput, Brain, ContactInput, HandoffMode, RoutingAttributeNames, SessionId,
-    SttProvider, Timestamp, TokenId, TtsProvider, E164,
+    Agent, AgentId, AgentInput, Brain, ContactInput, HandoffMode, HandoffStatus, MiawSettings,
+    RoutingAttributeNames, SessionId, SttProvider, Timestamp, TokenId, TtsProvider, E164,
 };
 use switchboard_store::SessionFilter;
 
@@ -936,6 +939,13 @@ pub async fn session_page(
         Ok(d) => d,
         Err(e) => return page_error(e),
     };
+    let attempts = match &d.handoff {
+        Some(h) => match s.store.handoff_attempts(h.id).await {
+            Ok(a) => a,
+            Err(e) => return page_error(e),
+        },
+        None => Vec::new(),
+    };
     let body = html! {
         dl.meta {
             dt { "Session id" } dd { code { (d.session.id) } }
@@ -977,9 +987,40 @@ pub async fn session_page(
                         dt { "Mode" } dd { (mode_label(h.mode)) }
                         dt { "Reason" } dd { (h.reason) }
                         dt { "Summary" } dd { (h.summary) }
-                        dt { "Delivery" } dd { (h.status.as_str()) " (" (h.attempts) " attempts)" }
+                        @if let Some(c) = h.preferred_channel { dt { "Preferred follow-up" } dd { (c.as_str()) @if let Some(d) = &h.channel_details { " (" (d) ")" } } }
+                        dt { "Delivery" } dd id="handoff-status" data-status=(h.status.as_str()) { (h.status.as_str()) " · " (h.messages_acked) " of " (h.messages_total.map_or("?".to_string(), |t| t.to_string())) " messages acknowledged" }
+                        @if let Some(i) = &h.identity { dt { "Identity" } dd { (i) } }
                         @if let Some(c) = &h.conversation_id { dt { "Salesforce conversation" } dd { code { (c) } } }
+                        @if let Some(attrs) = &h.routing_attributes {
+                            dt { "Routing attributes" }
+                            dd { table.attrs { @for (k, v) in attrs { tr { th { code { (k) } } td { (v) } } } } }
+                        }
+                        @if let Some(t) = h.routed_at { dt { "Routed" } dd { (time(t)) @if let Some(w) = h.estimated_wait_seconds { " · estimated wait " (w) " s" } } }
+                        @if let Some(r) = &h.rep_name { dt { "Rep" } dd { (r) } }
                         @if let Some(e) = &h.last_error { dt { "Last error" } dd.error-text { (e) } }
+                    }
+                    @if !matches!(h.status, HandoffStatus::Delivered | HandoffStatus::Delivering) || h.last_error.is_some() {
+                        form method="post" action=(format!("/inbox/{}/redrive", d.session.id)) {
+                            (csrf_field(&caller))
+                            button type="submit" { "Re-drive" }
+                        }
+                    }
+                    @if !attempts.is_empty() {
+                        h3 { "Delivery attempts" }
+                        table {
+                            thead { tr { th { "Started" } th { "Took" } th { "Result" } th { "Messages" } th { "Error" } } }
+                            tbody {
+                                @for a in &attempts {
+                                    tr {
+                                        td { (time(a.started_at)) }
+                                        td { (a.finished_at.as_millis() - a.started_at.as_millis()) " ms" }
+                                        td { (a.outcome) }
+                                        td { (a.messages_sent) }
+                                        td { (a.error.as_deref().unwrap_or("")) }
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -1092,20 +1133,6 @@ pub async fn create_contact_submit(
 
 // ---------------------------------------------------------------------------
 // Settings
-
-pub async fn integrations_page(Extension(caller): Extension<Caller>) -> Response {
-    let body = html! {
-        section aria-labelledby="sf-h" {
-            h2 id="sf-h" { "Salesforce → MIAW" }
-            p.status.warn { "Not connected." }
-            p { "Handoffs to Salesforce Messaging for In-App and Web are not available in this build yet: the connection settings (SCRT URL, org id, Embedded Service deployment, JWT key id, private key and issuer) and the connection test arrive with the Salesforce handoff feature." }
-        }
-    };
-    html_response(
-        StatusCode::OK,
-        layout("Integrations", &caller, Nav::Integrations, body),
-    )
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -1240,6 +1267,34 @@ pub async fn troubleshooting_page(
         .iter()
         .filter(|a| !numbers.iter().any(|n| n.agent_id == Some(a.id)))
         .collect();
+    let failing: Vec<switchboard_model::Handoff> = s
+        .store
+        .list_handoffs(&switchboard_store::HandoffFilter {
+            status: None,
+            limit: 200,
+        })
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|h| h.status != HandoffStatus::Delivered && h.last_error.is_some())
+        .take(20)
+        .collect();
+    let incomplete: Vec<switchboard_model::Handoff> = s
+        .store
+        .list_handoffs(&switchboard_store::HandoffFilter {
+            status: Some(HandoffStatus::Delivered),
+            limit: 200,
+        })
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|h| h.messages_total.is_some_and(|t| h.messages_acked < t) || h.turn_count == 0)
+        .take(20)
+        .collect();
+    let effective = match &s.salesforce {
+        Some(sf) => sf.effective().await.ok(),
+        None => None,
+    };
     let body = html! {
         section aria-labelledby="basics-h" {
             h2 id="basics-h" { "Basics" }
@@ -1257,17 +1312,403 @@ pub async fn troubleshooting_page(
                 @if !agents.is_empty() && unreachable.is_empty() { li.ok { "Every agent has a phone number." } }
             }
         }
-        section aria-labelledby="transcript-h" {
-            h2 id="transcript-h" { "Transcript missing" }
-            p { "The transcript is attached to the Salesforce conversation at handoff time, not live. Open the session in the " a href="/inbox" { "Inbox" } " to see whether its turns were recorded." }
-        }
         section aria-labelledby="conv-h" {
             h2 id="conv-h" { "Handoff not creating a conversation" }
-            p.status.warn { "Salesforce MIAW is not connected in this build, so no conversation can be created yet." }
+            ul.checks {
+                @match effective.as_ref().map(|e| &e.destination) {
+                    Some(Destination::Salesforce { url }) => { li.ok { "MIAW is configured: handoffs go to " code { (url) } "." } }
+                    Some(Destination::Sandbox { .. }) => { li.fail { "No Salesforce org is configured: handoffs go to the built-in " a href="/sandbox" { "sandbox" } ", not to your reps. Fill in " a href="/settings/integrations" { "Settings → Integrations → Salesforce → MIAW" } "." } }
+                    Some(Destination::NotConfigured { problems }) => { li.fail { "The MIAW settings are incomplete, so handoffs wait: " (problems.join("; ")) ". Fix them under " a href="/settings/integrations" { "Integrations" } "; waiting handoffs are sent when you save." } }
+                    None => { li.fail { "The Salesforce settings cannot be read." } }
+                }
+            }
+            form method="post" action="/settings/integrations/salesforce/test" {
+                (csrf_field(&caller))
+                button.secondary type="submit" { "Test connection now" }
+            }
+            @if failing.is_empty() {
+                p.ok { "No handoff is failing." }
+            } @else {
+                h3 { "Handoffs that failed" }
+                p.muted { "Each error is Salesforce's own answer where it gave one. 401: the JWT key id, issuer or private key do not match the key registered under Enhanced Chat User Verification. 400 naming the deployment: check the deployment API name and that it is a published Custom Client deployment. Fix the cause, then re-drive." }
+                table {
+                    thead { tr { th { "Created" } th { "Status" } th { "Attempts" } th { "Error" } th { span.visually-hidden { "Actions" } } } }
+                    tbody {
+                        @for h in &failing {
+                            tr {
+                                td { a href=(format!("/inbox/{}", h.session_id)) { (time(h.created_at)) } }
+                                td { (h.status.as_str()) }
+                                td { (h.attempts) }
+                                td.error-text { (h.last_error.as_deref().unwrap_or("")) }
+                                td {
+                                    form.inline method="post" action=(format!("/inbox/{}/redrive", h.session_id)) {
+                                        (csrf_field(&caller))
+                                        button.secondary type="submit" { "Re-drive" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="transcript-h" {
+            h2 id="transcript-h" { "Transcript missing" }
+            p { "The transcript is attached when the call hands off, not live during the call: one message per turn, after a header with the reason and before the summary. If a rep sees the conversation without the transcript, the handoff is still being delivered or stopped part-way; its session in the " a href="/inbox" { "Inbox" } " shows how many messages Salesforce acknowledged and every attempt." }
+            @if incomplete.is_empty() {
+                p.ok { "Every delivered handoff had turns and all its messages acknowledged." }
+            } @else {
+                ul.checks {
+                    @for h in &incomplete {
+                        li.fail {
+                            a href=(format!("/inbox/{}", h.session_id)) { "Session " (h.session_id) }
+                            @if h.turn_count == 0 { ": no turns were recorded before the handoff." } @else { ": " (h.messages_acked) " of " (h.messages_total.unwrap_or(0)) " messages acknowledged." }
+                        }
+                    }
+                }
+            }
         }
     };
     html_response(
         StatusCode::OK,
         layout("Troubleshooting", &caller, Nav::Troubleshooting, body),
     )
+}
+
+// ---------------------------------------------------------------------------
+// Settings → Integrations → Salesforce → MIAW
+
+/// The MIAW form as submitted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SalesforceForm {
+    scrt_url: String,
+    org_id: String,
+    deployment_name: String,
+    jwt_key_id: String,
+    jwt_issuer: String,
+    jwt_algorithm: String,
+    jwt_private_key: String,
+    remove_private_key: String,
+    attr_session_id: String,
+    attr_caller_phone: String,
+    attr_handoff_reason: String,
+    attr_handoff_mode: String,
+    attr_preferred_channel: String,
+}
+
+impl SalesforceForm {
+    fn from_settings(s: &MiawSettings) -> Self {
+        SalesforceForm {
+            scrt_url: s.scrt_url.clone(),
+            org_id: s.org_id.clone(),
+            deployment_name: s.deployment_name.clone(),
+            jwt_key_id: s.jwt_key_id.clone(),
+            jwt_issuer: s.jwt_issuer.clone(),
+            jwt_algorithm: s.jwt_algorithm.clone(),
+            attr_session_id: s.routing_attributes.session_id.clone(),
+            attr_caller_phone: s.routing_attributes.caller_phone.clone(),
+            attr_handoff_reason: s.routing_attributes.handoff_reason.clone(),
+            attr_handoff_mode: s.routing_attributes.handoff_mode.clone(),
+            attr_preferred_channel: s.routing_attributes.preferred_channel.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn to_input(&self) -> MiawSettingsInput {
+        let d = RoutingAttributeNames::default();
+        let pick = |v: &str, default: String| {
+            if v.trim().is_empty() {
+                default
+            } else {
+                v.trim().to_string()
+            }
+        };
+        MiawSettingsInput {
+            settings: MiawSettings {
+                scrt_url: self.scrt_url.clone(),
+                org_id: self.org_id.clone(),
+                deployment_name: self.deployment_name.clone(),
+                jwt_key_id: self.jwt_key_id.clone(),
+                jwt_issuer: self.jwt_issuer.clone(),
+                jwt_algorithm: self.jwt_algorithm.clone(),
+                routing_attributes: RoutingAttributeNames {
+                    session_id: pick(&self.attr_session_id, d.session_id),
+                    caller_phone: pick(&self.attr_caller_phone, d.caller_phone),
+                    handoff_reason: pick(&self.attr_handoff_reason, d.handoff_reason),
+                    handoff_mode: pick(&self.attr_handoff_mode, d.handoff_mode),
+                    preferred_channel: pick(&self.attr_preferred_channel, d.preferred_channel),
+                },
+            },
+            jwt_private_key: if !self.remove_private_key.is_empty() {
+                Some(String::new())
+            } else if self.jwt_private_key.trim().is_empty() {
+                None
+            } else {
+                Some(self.jwt_private_key.clone())
+            },
+        }
+    }
+}
+
+fn destination_banner(d: &Destination) -> Markup {
+    html! {
+        @match d {
+            Destination::Sandbox { url } => {
+                p.status.warn role="status" { "No Salesforce org is configured: handoffs go to the built-in MIAW sandbox at " code { (url) } ". See what a rep would see in the " a href="/sandbox" { "sandbox console" } "." }
+            }
+            Destination::Salesforce { url } => { p.status.ok role="status" { "Handoffs go to Salesforce at " code { (url) } "." } }
+            Destination::NotConfigured { problems } => {
+                div.error role="alert" { "Handoffs are waiting: the settings are incomplete or invalid. " @for p in problems { br; (p) } }
+            }
+        }
+    }
+}
+
+fn source_note(sources: &std::collections::BTreeMap<String, Source>, field: &str) -> Markup {
+    html! {
+        @match sources.get(field) {
+            Some(Source::ConfigFile) => { small.source { "Set in the config file (or its SWITCHBOARD_SALESFORCE_* variable); change it there." } }
+            Some(Source::Dashboard) => { small.source { "Saved here." } }
+            _ => {}
+        }
+    }
+}
+
+fn errors_for(errors: &[(String, String)], field: &str) -> Markup {
+    html! {
+        @for (f, m) in errors.iter().filter(|(f, _)| f == field || f.ends_with(&format!(".{}", field.trim_start_matches("attr_")))) {
+            span.field-error id=(format!("{field}-error")) data-field=(f) { (m) }
+        }
+    }
+}
+
+fn sf_input(
+    label: &str,
+    name: &str,
+    value: &str,
+    hint: &str,
+    eff: &EffectiveSettings,
+    errors: &[(String, String)],
+) -> Markup {
+    let from_config = matches!(eff.sources.get(name), Some(Source::ConfigFile));
+    let invalid = errors.iter().any(|(f, _)| f == name);
+    html! {
+        div.field {
+            label for=(name) { (label) }
+            input id=(name) name=(name) value=(value) readonly[from_config] aria-invalid=[invalid.then_some("true")];
+            @if !hint.is_empty() { small { (hint) } }
+            (source_note(&eff.sources, name))
+            (errors_for(errors, name))
+        }
+    }
+}
+
+async fn render_integrations(
+    s: &AppState,
+    caller: &Caller,
+    form: Option<&SalesforceForm>,
+    errors: &[(String, String)],
+    test: Option<&ConnectionTest>,
+    notice: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let Some(settings) = s.salesforce.as_deref() else {
+        return page_error(ApiError::Unavailable);
+    };
+    let eff = match settings.effective().await {
+        Ok(e) => e,
+        Err(e) => return page_error(e),
+    };
+    let saved_form = SalesforceForm::from_settings(&eff.settings);
+    let f = form.unwrap_or(&saved_form);
+    let body = html! {
+        section aria-labelledby="sf-h" {
+            h2 id="sf-h" { "Salesforce → MIAW" }
+            (destination_banner(&eff.destination))
+            @if let Some(n) = notice { div.notice role="status" { (n) } }
+            @if !errors.is_empty() { div.error role="alert" { "Not saved: " (errors.len()) " field(s) need attention." } }
+            p.muted { "Copy these from Salesforce: Setup → Embedded Service Deployments → your " strong { "Custom Client" } " deployment → Code Snippet (SCRT URL, org id, API name); and Setup → Enhanced Chat User Verification for the key id and issuer. Leave the connection fields empty to use the built-in sandbox. " a href="https://developer.salesforce.com/docs/service/messaging-api/overview" { "MIAW API" } }
+            form method="post" action="/settings/integrations/salesforce" {
+                (csrf_field(caller))
+                fieldset {
+                    legend { "Connection" }
+                    (sf_input("SCRT URL", "scrt_url", &f.scrt_url, "https://<domain>.my.salesforce-scrt.com", &eff, errors))
+                    (sf_input("Salesforce org id", "org_id", &f.org_id, "15 or 18 characters, beginning 00D", &eff, errors))
+                    (sf_input("Embedded Service deployment API name", "deployment_name", &f.deployment_name, "esDeveloperName; must be a Custom Client deployment", &eff, errors))
+                }
+                fieldset {
+                    legend { "Identity (authenticated callers)" }
+                    p.muted { "Callers matched to a contact get an authenticated identity signed with this key; others an unauthenticated token carrying their number." }
+                    (sf_input("JWT key id", "jwt_key_id", &f.jwt_key_id, "The kid of the key registered in the User Verification keyset", &eff, errors))
+                    (sf_input("JWT issuer", "jwt_issuer", &f.jwt_issuer, "The keyset's JSON web key issuer (iss)", &eff, errors))
+                    div.field {
+                        label for="jwt_algorithm" { "Signing algorithm" }
+                        select id="jwt_algorithm" name="jwt_algorithm" {
+                            @for a in ["RS256", "RS512"] { option value=(a) selected[f.jwt_algorithm == a] { (a) } }
+                        }
+                    }
+                    div.field {
+                        label for="jwt_private_key" { "JWT private key (PEM)" }
+                        textarea id="jwt_private_key" name="jwt_private_key" rows="4" autocomplete="off" spellcheck="false"
+                            placeholder=(if eff.private_key_set { "A key is stored. Paste a new one to replace it." } else { "-----BEGIN PRIVATE KEY-----" }) {}
+                        small { "Write-only: it is stored encrypted and never shown again. Create one with " code { "switchboard salesforce keygen" } "." }
+                        (source_note(&eff.sources, "jwt_private_key"))
+                        (errors_for(errors, "jwt_private_key"))
+                        @if eff.private_key_set {
+                            label.check { input type="checkbox" name="remove_private_key" value="1"; " Remove the stored key" }
+                        }
+                    }
+                }
+                fieldset {
+                    legend { "Routing attributes" }
+                    p.muted { "Channel Variable Names of the hidden pre-chat fields. Salesforce silently drops any name it does not know — Test connection checks them." }
+                    (sf_input("Session id", "attr_session_id", &f.attr_session_id, "OpencxSessionId keeps orgs set up for OpenCX working unchanged", &eff, errors))
+                    (sf_input("Caller phone", "attr_caller_phone", &f.attr_caller_phone, "", &eff, errors))
+                    (sf_input("Handoff reason", "attr_handoff_reason", &f.attr_handoff_reason, "", &eff, errors))
+                    (sf_input("Handoff mode", "attr_handoff_mode", &f.attr_handoff_mode, "", &eff, errors))
+                    (sf_input("Preferred channel", "attr_preferred_channel", &f.attr_preferred_channel, "", &eff, errors))
+                }
+                button type="submit" { "Save" }
+            }
+            form method="post" action="/settings/integrations/salesforce/test" {
+                (csrf_field(caller))
+                button.secondary type="submit" { "Test connection" }
+            }
+            @if let Some(t) = test {
+                div id="connection-test" class=(if t.ok { "notice" } else { "error" }) role="status" {
+                    p { strong { @if t.ok { "Connection works." } @else { "Connection test failed." } } }
+                    ul.checks {
+                        @for step in &t.steps {
+                            li class=(if step.ok { "ok" } else { "fail" }) { strong { (step.name) } ": " (step.detail) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    html_response(
+        status,
+        layout("Integrations", caller, Nav::Integrations, body),
+    )
+}
+
+pub async fn integrations_page(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<SavedQuery>,
+) -> Response {
+    let notice = q
+        .saved
+        .then_some("Saved. Handoffs waiting for settings were queued again.");
+    render_integrations(&s, &caller, None, &[], None, notice, StatusCode::OK).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SavedQuery {
+    saved: bool,
+}
+
+pub async fn salesforce_submit(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Form(form): Form<SalesforceForm>,
+) -> Response {
+    let Some(settings) = s.salesforce.clone() else {
+        return page_error(ApiError::Unavailable);
+    };
+    let key_changed =
+        !form.jwt_private_key.trim().is_empty() || !form.remove_private_key.is_empty();
+    match settings.save(form.to_input()).await {
+        Ok(_) => {
+            s.handoff_notify.notify_one();
+            audit(
+                &s,
+                &caller,
+                "settings.salesforce",
+                "miaw",
+                json!({ "private_key_changed": key_changed }),
+            )
+            .await;
+            see_other("/settings/integrations?saved=true")
+        }
+        Err(e) => match ApiError::from(e) {
+            ApiError::InvalidMany { errors } => {
+                let errors: Vec<(String, String)> = errors
+                    .into_iter()
+                    .map(|(f, m)| (f.replacen("routing_attributes.", "attr_", 1), m))
+                    .collect();
+                render_integrations(
+                    &s,
+                    &caller,
+                    Some(&form),
+                    &errors,
+                    None,
+                    None,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                )
+                .await
+            }
+            other => page_error(other),
+        },
+    }
+}
+
+pub async fn salesforce_test_submit(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let Some(settings) = s.salesforce.clone() else {
+        return page_error(ApiError::Unavailable);
+    };
+    let test = settings.test_connection().await;
+    render_integrations(&s, &caller, None, &[], Some(&test), None, StatusCode::OK).await
+}
+
+pub async fn sandbox_page(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let body = match &s.sandbox {
+        Some(sandbox) => html! {
+            p.muted { "The built-in MIAW sandbox: what a Salesforce rep would see for each handoff — the Omni-Channel queue, the routing attributes and the transcript messages. It keeps conversations in memory until the server restarts." }
+            div.console { (PreEscaped(sandbox.console_html())) }
+        },
+        None => {
+            html! { p.empty { "The sandbox does not run in this server (a Salesforce org is configured, or it runs on its own with " code { "switchboard sandbox" } ")." } }
+        }
+    };
+    html_response(
+        StatusCode::OK,
+        layout("Salesforce sandbox", &caller, Nav::Integrations, body),
+    )
+}
+
+pub async fn redrive_submit(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    let Ok(session) = id.parse::<SessionId>() else {
+        return page_error(ApiError::not_found("session", id));
+    };
+    let handoff = match s.store.handoff_for_session(session).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return page_error(ApiError::not_found("handoff", session)),
+        Err(e) => return page_error(e),
+    };
+    if let Err(e) = s.store.redrive_handoff(handoff.id).await {
+        return page_error(e);
+    }
+    s.handoff_notify.notify_one();
+    audit(
+        &s,
+        &caller,
+        "handoff.redrive",
+        &handoff.id.to_string(),
+        json!({}),
+    )
+    .await;
+    see_other(&format!("/inbox/{session}"))
 }

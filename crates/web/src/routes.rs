@@ -13,7 +13,7 @@ use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
 
 use crate::error::ApiError;
-use crate::{api, pages, AppState};
+use crate::{api, handoffs_api, pages, AppState};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,10 +129,58 @@ fn entries() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         ),
         r(g.clone(), "/api/v1/sessions", Api, get(api::list_sessions)),
         r(
+            p.clone(),
+            "/api/v1/sessions",
+            Api,
+            post(handoffs_api::create_text_call),
+        ),
+        r(
             g.clone(),
             "/api/v1/sessions/{id}",
             Api,
             get(api::get_session),
+        ),
+        r(
+            p.clone(),
+            "/api/v1/sessions/{id}/handoff",
+            Api,
+            post(handoffs_api::create_handoff),
+        ),
+        r(
+            g.clone(),
+            "/api/v1/handoffs",
+            Api,
+            get(handoffs_api::list_handoffs),
+        ),
+        r(
+            g.clone(),
+            "/api/v1/handoffs/{id}",
+            Api,
+            get(handoffs_api::get_handoff),
+        ),
+        r(
+            p.clone(),
+            "/api/v1/handoffs/{id}/redrive",
+            Api,
+            post(handoffs_api::redrive_handoff),
+        ),
+        r(
+            g.clone(),
+            "/api/v1/settings/salesforce",
+            Api,
+            get(handoffs_api::get_salesforce_settings),
+        ),
+        r(
+            u.clone(),
+            "/api/v1/settings/salesforce",
+            Api,
+            put(handoffs_api::put_salesforce_settings),
+        ),
+        r(
+            p.clone(),
+            "/api/v1/settings/salesforce/test",
+            Api,
+            post(handoffs_api::test_salesforce),
         ),
         r(g.clone(), "/api/v1/trunks", Api, get(api::list_trunks)),
         r(p.clone(), "/api/v1/trunks", Api, post(api::create_trunk)),
@@ -203,6 +251,12 @@ fn entries() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         ),
         r(g.clone(), "/inbox", Page, get(pages::inbox_page)),
         r(g.clone(), "/inbox/{id}", Page, get(pages::session_page)),
+        r(
+            p.clone(),
+            "/inbox/{id}/redrive",
+            Page,
+            post(pages::redrive_submit),
+        ),
         r(g.clone(), "/contacts", Page, get(pages::contacts_page)),
         r(
             p.clone(),
@@ -216,6 +270,19 @@ fn entries() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             Page,
             get(pages::integrations_page),
         ),
+        r(
+            p.clone(),
+            "/settings/integrations/salesforce",
+            Page,
+            post(pages::salesforce_submit),
+        ),
+        r(
+            p.clone(),
+            "/settings/integrations/salesforce/test",
+            Page,
+            post(pages::salesforce_test_submit),
+        ),
+        r(g.clone(), "/sandbox", Page, get(pages::sandbox_page)),
         r(g.clone(), "/settings/tokens", Page, get(pages::tokens_page)),
         r(
             p.clone(),

@@ -11,6 +11,7 @@ use switchboard_web::{AppState, WebSettings};
 use tower::ServiceExt;
 
 pub struct App {
+    pub sandbox: switchboard_salesforce::Sandbox,
     pub router: Router,
     pub state: AppState,
     pub token: String,
@@ -55,8 +56,29 @@ impl App {
             login_attempts_per_minute: 3,
             ..Default::default()
         };
-        let state = AppState::new(store, settings);
+        let sandbox = switchboard_salesforce::Sandbox::new(Default::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sandbox_url = format!("http://{}", listener.local_addr().unwrap());
+        let app = sandbox.router();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let cfg = sandbox.config();
+        let salesforce = switchboard_handoff::SalesforceSettings::new(
+            store.clone(),
+            Default::default(),
+            switchboard_handoff::SandboxTarget {
+                url: sandbox_url,
+                org_id: cfg.org_id,
+                deployment_name: cfg.deployment_name,
+            },
+            Some("http://127.0.0.1:8080".into()),
+        );
+        let state = AppState::new(store, settings)
+            .with_salesforce(std::sync::Arc::new(salesforce))
+            .with_sandbox(sandbox.clone());
         App {
+            sandbox,
             router: switchboard_web::router(state.clone()),
             state,
             token,

@@ -16,12 +16,13 @@ use serde_json::json;
 use switchboard_store::{Store, StoreError};
 use switchboard_web::{AppState, WebSettings};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::app::{connect, load_secret_key, prepare_dir};
 use crate::config::Config;
-use crate::Failure;
+use crate::{wiring, Failure};
 
 /// Name of the user created at first start.
 pub(crate) const ADMIN_USER: &str = "admin";
@@ -52,6 +53,19 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<ExitCode> {
 
     let listener = bind(&config).await?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let mut background = JoinSet::new();
+    let sandbox = wiring::start_sandbox(&config, &mut background).await?;
+    let public_url = config
+        .http
+        .public_url
+        .clone()
+        .unwrap_or_else(|| dashboard_url(addr).trim_end_matches('/').to_string());
+    let salesforce = Arc::new(wiring::salesforce_settings(
+        &config,
+        &store,
+        sandbox.as_ref(),
+        &public_url,
+    )?);
 
     let signalled = shutdown_signal()?;
     if let Some(password) = ensure_admin(&store).await? {
@@ -59,6 +73,13 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<ExitCode> {
         println!("This password is shown only once: store it, or change it after logging in.");
     }
     println!("Dashboard: {} (user {ADMIN_USER})", dashboard_url(addr));
+    if let Some(s) = &sandbox {
+        println!(
+            "Salesforce sandbox: http://{}/sandbox/console (handoffs go here until an org is configured; also in the dashboard at {}sandbox)",
+            s.addr,
+            dashboard_url(addr)
+        );
+    }
     info!(%addr, "dashboard and API listening");
     info!(
         sip = %config.sip.addr,
@@ -74,7 +95,21 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<ExitCode> {
         login_attempts_per_minute: config.http.login_attempts_per_minute,
         ..WebSettings::default()
     };
-    let state = AppState::new(store.clone(), settings);
+    let notify = Arc::new(Notify::new());
+    let (stop_workers, workers_stop) = watch::channel(false);
+    let workers = wiring::start_workers(
+        &config,
+        &store,
+        salesforce.clone(),
+        notify.clone(),
+        workers_stop,
+    );
+    let mut state = AppState::new(store.clone(), settings)
+        .with_salesforce(salesforce)
+        .with_handoff_notify(notify);
+    if let Some(s) = &sandbox {
+        state = state.with_sandbox(s.sandbox.clone());
+    }
 
     // The signal starts a graceful shutdown; the grace period bounds it.
     let stopping = Arc::new(Notify::new());
@@ -93,6 +128,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<ExitCode> {
             Ok(())
         }
     };
+    // Workers finish the message in flight and give their job back.
+    let _ = stop_workers.send(true);
+    wiring::drain_workers(workers, GRACE).await;
+    background.abort_all();
     store.close().await;
     served.context("the HTTP server stopped with an error")?;
     info!("stopped");

@@ -51,6 +51,8 @@ impl Sandbox {
                 cmd.env_remove(name);
             }
         }
+        // Tests run in parallel: the built-in Salesforce sandbox takes a free port.
+        cmd.env("SWITCHBOARD_SANDBOX_ADDR", "127.0.0.1:0");
         cmd
     }
 

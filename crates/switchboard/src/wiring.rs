@@ -1,0 +1,160 @@
+//! What `serve` starts besides the HTTP server: the built-in MIAW sandbox
+//! (its own listener), the Salesforce settings service and the handoff
+//! delivery workers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use switchboard_handoff::{
+    ConfigOverrides, SalesforceSettings, SandboxTarget, Worker, WorkerConfig,
+};
+use switchboard_model::{Redacted, SystemClock};
+use switchboard_salesforce::{Sandbox, SandboxConfig};
+use switchboard_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::config::Config;
+use crate::Failure;
+
+/// The sandbox serving on its own address.
+pub(crate) struct RunningSandbox {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) addr: SocketAddr,
+}
+
+/// Binds and serves the sandbox (until the process ends).
+pub(crate) async fn start_sandbox(
+    config: &Config,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<Option<RunningSandbox>> {
+    let Some(addr) = config.sandbox.addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        let change = config.how_to_set("sandbox.addr", None);
+        Failure::usage(format!(
+            "cannot listen on {addr} for the Salesforce sandbox: {e} — {change} (or `off`)"
+        ))
+    })?;
+    let addr = listener
+        .local_addr()
+        .context("reading the sandbox address")?;
+    let sandbox = Sandbox::new(SandboxConfig::default());
+    let app = sandbox.router();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the Salesforce sandbox stopped");
+        }
+    });
+    info!(%addr, "built-in Salesforce MIAW sandbox listening");
+    Ok(Some(RunningSandbox { sandbox, addr }))
+}
+
+/// The settings service: config-file values over the dashboard's, the
+/// sandbox when no org is configured.
+pub(crate) fn salesforce_settings(
+    config: &Config,
+    store: &Store,
+    sandbox: Option<&RunningSandbox>,
+    public_url: &str,
+) -> anyhow::Result<SalesforceSettings> {
+    let sf = &config.salesforce;
+    let key = match &sf.jwt_private_key_file {
+        Some(path) => Some(Redacted::new(std::fs::read_to_string(path).map_err(|e| {
+            Failure::usage(format!(
+                "salesforce.jwt_private_key_file: cannot read {}: {e} — fix the path or the file's permissions",
+                path.display()
+            ))
+        })?)),
+        None => None,
+    };
+    let overrides = ConfigOverrides {
+        scrt_url: sf.scrt_url.clone(),
+        org_id: sf.org_id.clone(),
+        deployment_name: sf.deployment_name.clone(),
+        jwt_key_id: sf.jwt_key_id.clone(),
+        jwt_issuer: sf.jwt_issuer.clone(),
+        jwt_private_key_pem: key,
+        session_id_attribute: sf.session_id_attribute.clone(),
+    };
+    let defaults = SandboxConfig::default();
+    let target = SandboxTarget {
+        url: match sandbox {
+            Some(s) => format!("http://{}", s.addr),
+            // No sandbox here: blank settings cannot go anywhere, and the
+            // worker says so ("not configured") instead of guessing.
+            None => String::new(),
+        },
+        org_id: defaults.org_id,
+        deployment_name: defaults.deployment_name,
+    };
+    Ok(SalesforceSettings::new(
+        store.clone(),
+        overrides,
+        target,
+        Some(public_url.to_string()),
+    )
+    .with_request_timeout(config.handoff.request_timeout))
+}
+
+/// Starts the delivery workers; they stop (releasing any job between two
+/// messages) when `stop` turns true.
+pub(crate) fn start_workers(
+    config: &Config,
+    store: &Store,
+    settings: Arc<SalesforceSettings>,
+    notify: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    let node = format!("{}-{}", hostname(), std::process::id());
+    for i in 0..config.handoff.workers {
+        let worker_config = WorkerConfig {
+            lease: config.handoff.lease,
+            max_age: config.handoff.max_age,
+            pack_turns: config.handoff.pack_turns,
+            default_region: config.phone.default_region,
+            ..WorkerConfig::default()
+        };
+        let worker = Worker::new(
+            store.clone(),
+            settings.clone(),
+            Arc::new(SystemClock),
+            worker_config,
+            format!("{node}-{i}"),
+        )
+        .with_notifier(notify.clone());
+        let stop = stop.clone();
+        set.spawn(async move { worker.run(stop).await });
+    }
+    info!(
+        workers = config.handoff.workers,
+        "handoff delivery workers started"
+    );
+    set
+}
+
+/// Waits for the workers to finish their current message, at most `grace`.
+pub(crate) async fn drain_workers(mut workers: JoinSet<()>, grace: Duration) {
+    let drained = tokio::time::timeout(grace, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("handoff workers did not stop in time; their jobs are taken over when the lease expires");
+        workers.abort_all();
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into())
+}
