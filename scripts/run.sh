@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# `make run` main job: start the Switchboard server in the foreground.
+# `make run` main job: start the Switchboard server on embedded defaults,
+# place a demo call that ends in a handoff (visible in the built-in Salesforce
+# sandbox), and keep serving in the foreground until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,5 +15,28 @@ if [ ! -x "$bin" ]; then
   exit 1
 fi
 mkdir -p "$DATA_DIR"
+
 # The server prints the dashboard URL and, on first start, the admin credentials.
-exec "$bin" serve --data-dir "$DATA_DIR"
+"$bin" serve --data-dir "$DATA_DIR" &
+server=$!
+trap 'kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' INT TERM EXIT
+
+host="${SWITCHBOARD_HTTP_ADDR%:*}"
+port="${SWITCHBOARD_HTTP_ADDR##*:}"
+for _ in $(seq 1 100); do
+  if ! kill -0 "$server" 2>/dev/null; then
+    wait "$server"
+    exit $?
+  fi
+  if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+    break
+  fi
+  sleep 0.1
+done
+
+echo
+echo "Placing a demo call that ends in a handoff…"
+"$bin" demo --data-dir "$DATA_DIR" || echo "run: the demo call did not complete; see the messages above." >&2
+echo
+echo "Serving until Ctrl-C."
+wait "$server"

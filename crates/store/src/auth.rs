@@ -298,3 +298,21 @@ fn hash_password(password: &str) -> Result<String> {
         .map(|h| h.to_string())
         .map_err(|e| StoreError::PasswordHash(e.to_string()))
 }
+
+impl Store {
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        let rows = sqlx::query("SELECT id, username, created_at FROM users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(User {
+                    id: get_parsed(r, "id", "users")?,
+                    username: get_str(r, "username", "users")?,
+                    created_at: get_ts(r, "created_at", "users")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -59,6 +59,14 @@ pub(crate) enum Command {
         One line per check: `ok`, `warn` or `FAIL`, with the fix after `—`. Exits 1 if any check fails."
     )]
     Doctor(DoctorArgs),
+    /// Run the built-in Salesforce MIAW sandbox on its own (no database needed)
+    #[command(
+        long_about = "Run the built-in emulation of the Salesforce MIAW API on its own, \
+        with its rep console at /sandbox/console, until SIGINT or SIGTERM.\n\n\
+        Point anything that speaks MIAW at it (its SCRT URL is printed). Faults can be injected \
+        from the flags below, or at run time with POST /sandbox/api/faults (JSON list of faults)."
+    )]
+    Sandbox(SandboxArgs),
     #[command(flatten)]
     Data(DataCommand),
 }
@@ -83,6 +91,132 @@ pub(crate) enum DataCommand {
     /// Manage API tokens for scripts
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Inspect and re-drive handoffs to Salesforce
+    #[command(subcommand)]
+    Handoffs(HandoffsCommand),
+    /// Salesforce: create a signing key, test the connection
+    #[command(subcommand)]
+    Salesforce(SalesforceCommand),
+    /// Manage dashboard users
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Record a demo call that ends in a handoff (creates a demo agent if there is none)
+    #[command(long_about = "Record a demo call that ends in a handoff.\n\n\
+        Creates the agent `Demo` bound to +14155550100 if no agent exists, records a short text call \
+        (a question, then \"I need to speak with a person\") and hands it off. A running `switchboard serve` \
+        delivers it to Salesforce, or to the built-in sandbox when no org is configured; the command \
+        waits for the delivery (up to --wait seconds) and prints where to look.")]
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SandboxArgs {
+    /// Address to listen on [default: sandbox.addr, 127.0.0.1:8089]
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) addr: Option<String>,
+    /// Delay every request by this many milliseconds
+    #[arg(long, value_name = "MS")]
+    pub(crate) latency_ms: Option<u64>,
+    /// Answer the next N requests with this HTTP status (with --times)
+    #[arg(long, value_name = "STATUS")]
+    pub(crate) fail_status: Option<u16>,
+    /// How many requests --fail-status applies to
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) times: u32,
+    /// With --fail-status 429/503: the Retry-After seconds to send
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) retry_after: Option<u64>,
+    /// Apply the next N requests but drop their responses
+    #[arg(long, value_name = "N")]
+    pub(crate) lose_responses: Option<u32>,
+    /// Turn User Verification on: only authenticated tokens, verified with this public JWK file
+    #[arg(long, value_name = "JWK_FILE")]
+    pub(crate) verify_with: Option<PathBuf>,
+    /// The issuer authenticated identity tokens must carry (with --verify-with)
+    #[arg(long, value_name = "ISS")]
+    pub(crate) issuer: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Seconds to wait for the delivery (0: do not wait)
+    #[arg(long, default_value_t = 30)]
+    pub(crate) wait: u64,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HandoffsCommand {
+    /// List handoffs, newest first
+    List {
+        /// Only this delivery status: pending, delivering, delivered, not_configured, dead_letter
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show a handoff with every delivery attempt
+    Show {
+        /// Handoff id or session id
+        id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Queue a handoff for delivery again (after fixing what made it fail)
+    Redrive {
+        /// Handoff id or session id
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SalesforceCommand {
+    /// Create an RSA key pair for customer identity tokens; prints the public JWK (with x5c) and PEM to register
+    #[command(
+        long_about = "Create an RSA key pair that signs customer identity tokens (authenticated callers).\n\n\
+        Writes the private key (PKCS#8 PEM, mode 0600) to --out, and prints the public key as a JWK \
+        (with the x5c certificate Salesforce asks for) and as PEM. Register the JWK under Setup → \
+        Enhanced Chat User Verification → your keyset → New Key, then set salesforce.jwt_key_id, \
+        salesforce.jwt_issuer and the private key (salesforce.jwt_private_key_file, or paste it in \
+        Settings → Integrations → Salesforce)."
+    )]
+    Keygen {
+        /// Key id (`kid`) to register the key under
+        #[arg(long, default_value = "switchboard-1")]
+        key_id: String,
+        /// RS256 or RS512
+        #[arg(long, default_value = "RS256")]
+        algorithm: String,
+        /// RSA modulus size
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Where to write the private key (refuses to overwrite)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Obtain a real token with the current settings and check the deployment
+    Test {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsersCommand {
+    /// List dashboard users
+    List(JsonFlag),
+    /// Set a user's password (read from stdin, or generated and printed); ends their logins
+    SetPassword {
+        username: String,
+        /// Read the new password from standard input instead of generating one
+        #[arg(long)]
+        stdin: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -66,6 +66,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             logging::init(&config.log, true)?;
             commands::serve::run(config).await
         }
+        Command::Sandbox(args) => {
+            let config = app::load_config(cli.config, overrides)?;
+            logging::init(&config.log, true)?;
+            commands::sandbox::run(&config, args).await
+        }
         Command::Data(command) => {
             let config = app::load_config(cli.config, overrides)?;
             logging::init(&config.log, false)?;

@@ -60,7 +60,7 @@ pub(crate) async fn start_sandbox(
 pub(crate) fn salesforce_settings(
     config: &Config,
     store: &Store,
-    sandbox: Option<&RunningSandbox>,
+    sandbox_addr: Option<SocketAddr>,
     public_url: &str,
 ) -> anyhow::Result<SalesforceSettings> {
     let sf = &config.salesforce;
@@ -84,8 +84,8 @@ pub(crate) fn salesforce_settings(
     };
     let defaults = SandboxConfig::default();
     let target = SandboxTarget {
-        url: match sandbox {
-            Some(s) => format!("http://{}", s.addr),
+        url: match sandbox_addr {
+            Some(addr) => format!("http://{addr}"),
             // No sandbox here: blank settings cannot go anywhere, and the
             // worker says so ("not configured") instead of guessing.
             None => String::new(),

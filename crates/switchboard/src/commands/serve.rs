@@ -63,7 +63,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let salesforce = Arc::new(wiring::salesforce_settings(
         &config,
         &store,
-        sandbox.as_ref(),
+        sandbox.as_ref().map(|s| s.addr),
         &public_url,
     )?);
 
