@@ -104,6 +104,9 @@ pub struct Worker<S> {
 enum Failure {
     NotConfigured(String),
     Miaw(MiawError),
+    /// Refused in a way retrying cannot fix (the token endpoint refusing our
+    /// identity token: a key that does not match the org's registration).
+    Rejected(MiawError),
     Store(StoreError),
     LeaseLost,
     Shutdown,
@@ -244,6 +247,12 @@ impl<S: TargetSource> Worker<S> {
                     self.forget_token(id);
                 }
                 self.fail(job, id, &msg, verdict(&e), e.retry_after(), now)
+                    .await?
+            }
+            Err(Failure::Rejected(e)) => {
+                self.forget_token(id);
+                let msg = e.to_string();
+                self.fail(job, id, &msg, Verdict::DeadLetter, None, now)
                     .await?
             }
             Err(Failure::Store(e)) => {
@@ -514,7 +523,15 @@ impl<S: TargetSource> Worker<S> {
         identity: Option<&str>,
     ) -> Result<AccessToken, Failure> {
         let token = match identity {
-            Some(jwt) => target.client.authenticated_token(jwt).await?,
+            // A 401 here is about our identity token (key id, issuer, key):
+            // a configuration problem that retrying will not fix.
+            Some(jwt) => target.client.authenticated_token(jwt).await.map_err(|e| {
+                if e.is_unauthorized() {
+                    Failure::Rejected(e)
+                } else {
+                    Failure::Miaw(e)
+                }
+            })?,
             None => target.client.unauthenticated_token().await?,
         };
         self.keep_token(id, &token).await?;

@@ -300,6 +300,30 @@ async fn known_callers_get_an_authenticated_identity_the_sandbox_verifies() -> T
         "sub is the contact's external id"
     );
 
+    // A key the org did not register: Salesforce's 401 is kept word for word
+    // and the handoff dead-letters at once (retrying cannot fix a key).
+    let other = keygen("sb-key-1", JwtAlgorithm::Rs256, 2048)?;
+    rig.settings
+        .save(MiawSettingsInput {
+            settings: MiawSettings {
+                scrt_url: rig.url.clone(),
+                org_id: cfg.org_id.clone(),
+                deployment_name: cfg.deployment_name.clone(),
+                jwt_key_id: "sb-key-1".into(),
+                jwt_issuer: "switchboard-test".into(),
+                jwt_algorithm: "RS256".into(),
+                ..Default::default()
+            },
+            jwt_private_key: Some(other.private_pem.clone()),
+        })
+        .await?;
+    let again = rig.call("Support", "+14155550123", TURNS).await;
+    let h = rig.delivered(&rig.hand_off(&again).await).await;
+    assert_eq!(h.status, HandoffStatus::DeadLetter);
+    let err = h.last_error.clone().unwrap_or_default();
+    assert!(err.contains("401"), "{err}");
+    assert_eq!(rig.store.handoff_attempts(h.id).await?.len(), 1);
+
     // An unknown caller on the same org: with User Verification on, an
     // unauthenticated token is refused — that is Salesforce's rule, and the
     // handoff dead-letters with its words rather than retrying forever.
