@@ -40,6 +40,15 @@ impl Metrics {
     }
 
     pub fn render(&self, db_up: bool) -> String {
+        self.render_with(db_up, None)
+    }
+
+    /// Renders, with the handoff outbox's job counts when known.
+    pub fn render_with(
+        &self,
+        db_up: bool,
+        outbox: Option<&switchboard_store::OutboxCounts>,
+    ) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP switchboard_build_info Build information.");
         let _ = writeln!(out, "# TYPE switchboard_build_info gauge");
@@ -97,6 +106,18 @@ impl Metrics {
             "switchboard_login_throttled_total {}",
             self.login_throttled.load(Ordering::Relaxed)
         );
+        if let Some(c) = outbox {
+            let _ = writeln!(out, "# HELP switchboard_handoff_jobs Handoff delivery jobs by state (parked: waiting for Salesforce settings; dead: dead-lettered).");
+            let _ = writeln!(out, "# TYPE switchboard_handoff_jobs gauge");
+            for (state, n) in [
+                ("pending", c.pending),
+                ("running", c.running),
+                ("parked", c.parked),
+                ("dead", c.dead),
+            ] {
+                let _ = writeln!(out, "switchboard_handoff_jobs{{state=\"{state}\"}} {n}");
+            }
+        }
         out
     }
 }

@@ -386,16 +386,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let db_up = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
-        Ok(Ok(()))
-    );
+    let store = &state.store;
+    let counts = tokio::time::timeout(Duration::from_secs(2), async {
+        store.ping().await?;
+        store.outbox_counts(switchboard_store::HANDOFF_JOB).await
+    })
+    .await;
+    let (db_up, outbox) = match counts {
+        Ok(Ok(c)) => (true, Some(c)),
+        _ => (false, None),
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(db_up),
+        state.metrics.render_with(db_up, outbox.as_ref()),
     )
         .into_response()
 }

@@ -371,6 +371,12 @@ async fn health_and_metrics() {
     assert!(m.body.contains("switchboard_database_up 1"));
     assert!(
         m.body
+            .contains("switchboard_handoff_jobs{state=\"dead\"} 0"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
             .contains("switchboard_http_responses_total{class=\"4xx\"} 1"),
         "{}",
         m.body
