@@ -339,8 +339,22 @@ async fn known_callers_get_an_authenticated_identity_the_sandbox_verifies() -> T
 }
 
 #[tokio::test]
-async fn outages_429_storms_and_lost_responses_never_duplicate() -> TestResult {
-    let rig = Rig::sqlite(2).await;
+async fn outages_429_storms_and_lost_responses_never_duplicate_on_sqlite() -> TestResult {
+    outages_and_storms(Rig::sqlite(2).await).await
+}
+
+#[tokio::test]
+async fn outages_429_storms_and_lost_responses_never_duplicate_on_postgres() -> TestResult {
+    match switchboard_store::testing::postgres_store().await? {
+        Some(store) => outages_and_storms(Rig::new(store, None, 2).await).await,
+        None => {
+            eprintln!("note: PostgreSQL not configured; skipped");
+            Ok(())
+        }
+    }
+}
+
+async fn outages_and_storms(rig: Rig) -> TestResult {
     rig.agent("Support", |_| {}).await;
     rig.sandbox.faults().push(Fault::Down);
     let mut handoffs = Vec::new();
@@ -353,7 +367,10 @@ async fn outages_429_storms_and_lost_responses_never_duplicate() -> TestResult {
     loop {
         let failed = rig
             .store
-            .list_handoffs(&Default::default())
+            .list_handoffs(&switchboard_store::HandoffFilter {
+                status: None,
+                limit: 100,
+            })
             .await?
             .iter()
             .filter(|h| h.last_error.is_some())

@@ -26,10 +26,19 @@ const COLS: &str = "id, session_id, mode, reason, summary, preferred_channel, ch
     last_error, routed_at, estimated_wait_seconds, rep_name, rep_joined_at, closed_at, created_at, updated_at, delivered_at";
 
 /// Which handoffs to list, newest first.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HandoffFilter {
     pub status: Option<HandoffStatus>,
     pub limit: i64,
+}
+
+impl Default for HandoffFilter {
+    fn default() -> Self {
+        Self {
+            status: None,
+            limit: 50,
+        }
+    }
 }
 
 impl Store {

@@ -16,7 +16,7 @@ const COLS: &str =
     "id, agent_id, direction, from_addr, to_addr, contact_id, status, outcome, end_reason, started_at, answered_at, ended_at";
 
 /// Which sessions to list, newest first.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionFilter {
     pub agent_id: Option<AgentId>,
     pub direction: Option<Direction>,
@@ -25,6 +25,19 @@ pub struct SessionFilter {
     /// Only sessions started before this instant (keyset paging).
     pub before: Option<Timestamp>,
     pub limit: i64,
+}
+
+impl Default for SessionFilter {
+    fn default() -> Self {
+        Self {
+            agent_id: None,
+            direction: None,
+            outcome: None,
+            status: None,
+            before: None,
+            limit: 50,
+        }
+    }
 }
 
 impl Store {

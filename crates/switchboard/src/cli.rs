@@ -129,6 +129,12 @@ pub(crate) struct SandboxArgs {
     /// Apply the next N requests but drop their responses
     #[arg(long, value_name = "N")]
     pub(crate) lose_responses: Option<u32>,
+    /// Close the connection on the next N requests without applying them
+    #[arg(long, value_name = "N")]
+    pub(crate) resets: Option<u32>,
+    /// Hold the next N requests without answering (up to 60 s)
+    #[arg(long, value_name = "N")]
+    pub(crate) timeouts: Option<u32>,
     /// Turn User Verification on: only authenticated tokens, verified with this public JWK file
     #[arg(long, value_name = "JWK_FILE")]
     pub(crate) verify_with: Option<PathBuf>,

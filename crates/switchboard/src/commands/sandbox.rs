@@ -57,6 +57,12 @@ pub(crate) async fn run(config: &Config, args: SandboxArgs) -> anyhow::Result<Ex
     if let Some(times) = args.lose_responses {
         sandbox.faults().push(Fault::LostResponse { times });
     }
+    if let Some(times) = args.resets {
+        sandbox.faults().push(Fault::Reset { times });
+    }
+    if let Some(times) = args.timeouts {
+        sandbox.faults().push(Fault::Timeout { times });
+    }
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::usage(format!("cannot listen on {addr}: {e} — use --addr")))?;
