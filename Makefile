@@ -12,7 +12,7 @@ endif
 
 START := $(shell date +%s)
 
-.PHONY: run test build fmt clippy clean
+.PHONY: run test bench build fmt clippy clean
 
 run:
 	scripts/install-deps.sh run
@@ -25,6 +25,13 @@ test:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	scripts/with-postgres.sh cargo test --workspace --locked
 	@echo "make test: OK in $$(( $$(date +%s) - $(START) ))s"
+
+# Handoff delivery benchmark (release build): prints a table and writes JSON
+# to $BENCH_OUT, else $CARGO_TARGET_DIR/bench/handoff-delivery.json.
+bench:
+	scripts/install-deps.sh test
+	scripts/with-postgres.sh cargo bench --locked -p switchboard-handoff --bench delivery
+	@echo "make bench: OK in $$(( $$(date +%s) - $(START) ))s"
 
 build:
 	cargo build --release --locked -p switchboard
