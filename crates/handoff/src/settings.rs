@@ -112,8 +112,14 @@ pub struct SalesforceSettings {
     sandbox: SandboxTarget,
     inbox_base_url: Option<String>,
     request_timeout: Duration,
-    cache: Mutex<Option<(String, Arc<Target>)>>,
+    /// The last target built: its settings fingerprint, when it was checked.
+    cache: Mutex<Option<(String, Arc<Target>, std::time::Instant)>>,
 }
+
+/// How long a resolved target is used without reading the settings again.
+/// Saving through this process invalidates it at once; other nodes see a
+/// change within this time.
+const TARGET_TTL: Duration = Duration::from_secs(2);
 
 impl SalesforceSettings {
     pub fn new(
@@ -330,6 +336,13 @@ impl SalesforceSettings {
     }
 
     async fn build_target(&self) -> Result<Arc<Target>, NotConfigured> {
+        if let Ok(c) = self.cache.lock() {
+            if let Some((_, t, checked)) = c.as_ref() {
+                if checked.elapsed() < TARGET_TTL {
+                    return Ok(t.clone());
+                }
+            }
+        }
         let (settings, key, _) = self
             .resolve()
             .await
@@ -338,9 +351,10 @@ impl SalesforceSettings {
             "{settings:?}|{}",
             key.as_ref().map_or(0, |k| k.expose().len())
         );
-        if let Ok(c) = self.cache.lock() {
-            if let Some((f, t)) = c.as_ref() {
+        if let Ok(mut c) = self.cache.lock() {
+            if let Some((f, t, checked)) = c.as_mut() {
                 if *f == fingerprint {
+                    *checked = std::time::Instant::now();
                     return Ok(t.clone());
                 }
             }
@@ -395,7 +409,7 @@ impl SalesforceSettings {
             sandbox,
         });
         if let Ok(mut c) = self.cache.lock() {
-            *c = Some((fingerprint, target.clone()));
+            *c = Some((fingerprint, target.clone(), std::time::Instant::now()));
         }
         Ok(target)
     }

@@ -218,12 +218,20 @@ impl<S: TargetSource> Worker<S> {
         let now = self.clock.now();
         let (outcome, error): (&str, Option<String>) = match result {
             Ok(()) => {
-                if self.store.finish_job(job).await? {
-                    self.store.mark_handoff_delivered(id).await?;
-                }
                 self.forget_token(id);
-                tracing::info!(messages = sent, "handoff delivered");
-                ("delivered", None)
+                let attempt = HandoffAttempt {
+                    started_at: started,
+                    finished_at: now,
+                    outcome: "delivered".into(),
+                    messages_sent: sent,
+                    error: None,
+                };
+                // Job done, handoff delivered and attempt recorded together.
+                if self.store.complete_handoff(job, id, &attempt).await? {
+                    tracing::info!(messages = sent, "handoff delivered");
+                    return Ok(());
+                }
+                ("lease_lost", None)
             }
             Err(Failure::LeaseLost) => {
                 tracing::warn!("lease lost; another worker continues this handoff");
@@ -320,7 +328,7 @@ impl<S: TargetSource> Worker<S> {
         shutdown: &watch::Receiver<bool>,
         sent: &mut i64,
     ) -> Result<(), Failure> {
-        let lease_ms = ms(self.config.lease);
+        let mut lease = LeaseClock::new(self.config.lease);
         let handoff = self.store.handoff(id).await?;
         if handoff.status == HandoffStatus::Delivered
             && handoff
@@ -393,18 +401,16 @@ impl<S: TargetSource> Worker<S> {
 
         let client = &target.client;
         let attrs = &attrs;
+        // A token can only have been saved by an earlier attempt.
+        let saved = handoff.identity.is_some();
         if !handoff.conversation_created {
             let r = self
-                .with_token(id, &target, identity.as_deref(), |t| async move {
+                .with_token(id, &target, identity.as_deref(), saved, |t| async move {
                     client.create_conversation(&t, conversation, attrs).await
                 })
                 .await;
             ok_or_duplicate(r)?;
-            if !self
-                .store
-                .mark_conversation_created(job, id, lease_ms)
-                .await?
-            {
+            if !self.store.mark_conversation_created(job, id).await? {
                 return Err(Failure::LeaseLost);
             }
         }
@@ -416,7 +422,7 @@ impl<S: TargetSource> Worker<S> {
             let routing = (msg.position == 0).then_some(attrs);
             let text = msg.text.as_str();
             let r = self
-                .with_token(id, &target, identity.as_deref(), |t| async move {
+                .with_token(id, &target, identity.as_deref(), saved, |t| async move {
                     client
                         .send_message(&t, conversation, msg.id, text, routing)
                         .await
@@ -426,12 +432,14 @@ impl<S: TargetSource> Worker<S> {
             ok_or_duplicate(r)?;
             *sent += 1;
             let acked = i64::try_from(msg.position + 1).unwrap_or(i64::MAX);
-            if !self
-                .store
-                .ack_handoff_messages(job, id, acked, lease_ms)
-                .await?
-            {
+            if !self.store.ack_handoff_messages(job, id, acked).await? {
                 return Err(Failure::LeaseLost);
+            }
+            if lease.due() {
+                if !self.store.renew_lease(job, ms(self.config.lease)).await? {
+                    return Err(Failure::LeaseLost);
+                }
+                lease.renewed();
             }
         }
         Ok(())
@@ -487,6 +495,7 @@ impl<S: TargetSource> Worker<S> {
         id: HandoffId,
         target: &Target,
         identity: Option<&str>,
+        may_be_saved: bool,
         call: F,
     ) -> Result<T, Failure>
     where
@@ -495,7 +504,7 @@ impl<S: TargetSource> Worker<S> {
     {
         let token = match self.cached_token(id) {
             Some(t) => t,
-            None => match self.saved_token(id).await? {
+            None => match self.saved_token(id, may_be_saved).await? {
                 Some(t) => t,
                 None => self.fresh_token(id, target, identity).await?,
             },
@@ -553,7 +562,14 @@ impl<S: TargetSource> Worker<S> {
         Ok(())
     }
 
-    async fn saved_token(&self, id: HandoffId) -> Result<Option<AccessToken>, StoreError> {
+    async fn saved_token(
+        &self,
+        id: HandoffId,
+        may_be_saved: bool,
+    ) -> Result<Option<AccessToken>, StoreError> {
+        if !may_be_saved {
+            return Ok(None);
+        }
         let Some(text) = self.store.handoff_token(id).await? else {
             return Ok(None);
         };
@@ -591,6 +607,30 @@ impl<S: TargetSource> Worker<S> {
         if let Ok(mut tokens) = self.tokens.lock() {
             tokens.remove(&id);
         }
+    }
+}
+
+/// When to renew a lease: a few times per lease period (at a third of it),
+/// not on every message — each renewal is a database round trip.
+struct LeaseClock {
+    every: Duration,
+    last: std::time::Instant,
+}
+
+impl LeaseClock {
+    fn new(lease: Duration) -> Self {
+        Self {
+            every: lease / 3,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.last.elapsed() >= self.every
+    }
+
+    fn renewed(&mut self) {
+        self.last = std::time::Instant::now();
     }
 }
 

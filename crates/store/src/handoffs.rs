@@ -208,45 +208,95 @@ impl Store {
         Ok(())
     }
 
-    /// Records that the conversation exists at Salesforce; renews the lease.
-    /// Returns false when `job`'s lease was lost (another worker owns it now).
-    pub async fn mark_conversation_created(
-        &self,
-        job: &OutboxJob,
-        id: HandoffId,
-        lease_ms: i64,
-    ) -> Result<bool> {
-        if !self.renew_lease(job, lease_ms).await? {
-            return Ok(false);
-        }
-        sqlx::query("UPDATE handoffs SET conversation_created = 1, updated_at = $2 WHERE id = $1")
-            .bind(id.to_string())
-            .bind(self.now().as_millis())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.db_err(e))?;
-        Ok(true)
+    /// Records that the conversation exists at Salesforce, if `job` is
+    /// still ours. Returns false when the lease was lost.
+    pub async fn mark_conversation_created(&self, job: &OutboxJob, id: HandoffId) -> Result<bool> {
+        let done = sqlx::query(&format!(
+            "UPDATE handoffs SET conversation_created = 1, updated_at = $2 WHERE id = $1 AND {}",
+            still_ours_guard(3)
+        ))
+        .bind(id.to_string())
+        .bind(self.now().as_millis())
+        .bind(&job.id)
+        .bind(&job.owner)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(done.rows_affected() == 1 || self.still_ours(job).await?)
     }
 
-    /// Records that the first `acked` messages are acknowledged; renews the
-    /// lease. Returns false when the lease was lost.
+    /// Records that the first `acked` messages are acknowledged — one
+    /// statement that also checks `job` is still ours. Returns false when the
+    /// lease was lost. (The lease itself is renewed by the worker, a few
+    /// times per lease period, not on every message.)
     pub async fn ack_handoff_messages(
         &self,
         job: &OutboxJob,
         id: HandoffId,
         acked: i64,
-        lease_ms: i64,
     ) -> Result<bool> {
-        if !self.renew_lease(job, lease_ms).await? {
-            return Ok(false);
-        }
-        sqlx::query("UPDATE handoffs SET messages_acked = $2, updated_at = $3 WHERE id = $1 AND messages_acked < $2")
-            .bind(id.to_string())
-            .bind(acked)
-            .bind(self.now().as_millis())
-            .execute(&self.pool)
+        let done = sqlx::query(&format!(
+            "UPDATE handoffs SET messages_acked = $2, updated_at = $3 WHERE id = $1 AND messages_acked < $2 AND {}",
+            still_ours_guard(4)
+        ))
+        .bind(id.to_string())
+        .bind(acked)
+        .bind(self.now().as_millis())
+        .bind(&job.id)
+        .bind(&job.owner)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        // No row changed: either the count was already there, or the job is
+        // not ours any more; only the second is a lost lease.
+        Ok(done.rows_affected() == 1 || self.still_ours(job).await?)
+    }
+
+    async fn still_ours(&self, job: &OutboxJob) -> Result<bool> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE id = $1 AND lease_owner = $2 AND status = 'running'")
+            .bind(&job.id)
+            .bind(&job.owner)
+            .fetch_one(&self.pool)
             .await
             .map_err(|e| self.db_err(e))?;
+        Ok(get_i64(&row, "n", "outbox")? == 1)
+    }
+
+    /// Settles a delivered handoff in one transaction: the job is done, the
+    /// handoff delivered, the attempt recorded. Returns false (and changes
+    /// nothing) when `job` is no longer ours.
+    pub async fn complete_handoff(
+        &self,
+        job: &OutboxJob,
+        id: HandoffId,
+        attempt: &HandoffAttempt,
+    ) -> Result<bool> {
+        let now = self.now().as_millis();
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'done', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, \
+             first_failed_at = NULL, updated_at = $3 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+        )
+        .bind(&job.id)
+        .bind(&job.owner)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE handoffs SET status = $2, delivered_at = COALESCE(delivered_at, $3), last_error = NULL, updated_at = $3 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(HandoffStatus::Delivered.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        insert_attempt(&mut tx, id, attempt)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.commit().await.map_err(|e| self.db_err(e))?;
         Ok(true)
     }
 
@@ -267,21 +317,10 @@ impl Store {
         id: HandoffId,
         attempt: &HandoffAttempt,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO handoff_attempts (id, handoff_id, started_at, finished_at, outcome, messages_sent, error) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7)",
-        )
-        .bind(Uuid::now_v7().to_string())
-        .bind(id.to_string())
-        .bind(attempt.started_at.as_millis())
-        .bind(attempt.finished_at.as_millis())
-        .bind(&attempt.outcome)
-        .bind(attempt.messages_sent)
-        .bind(attempt.error.clone())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.db_err(e))?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(|e| self.db_err(e))?;
+        insert_attempt(&mut conn, id, attempt)
+            .await
+            .map_err(|e| self.db_err(e))
     }
 
     pub async fn handoff_attempts(&self, id: HandoffId) -> Result<Vec<HandoffAttempt>> {
@@ -398,6 +437,32 @@ impl Store {
         }
         Ok(n)
     }
+}
+
+/// Guard: the outbox job (parameter `$n`) is still leased by its owner (`$n+1`).
+fn still_ours_guard(n: usize) -> String {
+    format!("EXISTS (SELECT 1 FROM outbox WHERE id = ${n} AND lease_owner = ${} AND status = 'running')", n + 1)
+}
+
+async fn insert_attempt(
+    conn: &mut sqlx::AnyConnection,
+    id: HandoffId,
+    attempt: &HandoffAttempt,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO handoff_attempts (id, handoff_id, started_at, finished_at, outcome, messages_sent, error) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7)",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(id.to_string())
+    .bind(attempt.started_at.as_millis())
+    .bind(attempt.finished_at.as_millis())
+    .bind(&attempt.outcome)
+    .bind(attempt.messages_sent)
+    .bind(attempt.error.clone())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 fn handoff_from_row(row: &AnyRow) -> Result<Handoff> {

@@ -126,7 +126,7 @@ async fn leases_retries_dead_letters_and_redrive() -> TestResult {
         assert_eq!(taken.attempts, 2);
         assert!(!store.finish_job(&job).await?, "the old owner lost the job");
         assert!(
-            !store.ack_handoff_messages(&job, h.id, 1, 30_000).await?,
+            !store.ack_handoff_messages(&job, h.id, 1).await?,
             "nor may it record progress"
         );
 
