@@ -15,6 +15,7 @@
 pub mod attributes;
 pub mod policy;
 pub mod render;
+pub mod watcher;
 pub mod worker;
 
 pub use worker::{NotConfigured, Target, TargetSource, Worker, WorkerConfig};

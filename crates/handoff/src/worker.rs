@@ -99,6 +99,8 @@ pub struct Worker<S> {
     notify: Arc<Notify>,
     /// Access tokens per handoff, kept across attempts of the same process.
     tokens: Mutex<HashMap<HandoffId, AccessToken>>,
+    /// Told about every delivered handoff, to follow its conversation.
+    watch: crate::watcher::WatchRequests,
 }
 
 enum Failure {
@@ -140,12 +142,19 @@ impl<S: TargetSource> Worker<S> {
             owner,
             notify: Arc::new(Notify::new()),
             tokens: Mutex::new(HashMap::new()),
+            watch: Default::default(),
         }
     }
 
     /// Poke this after writing a handoff so the worker looks at once.
     pub fn notifier(&self) -> Arc<Notify> {
         self.notify.clone()
+    }
+
+    /// Tells the conversation watchers about every handoff this worker delivers.
+    pub fn with_watchers(mut self, watch: crate::watcher::WatchRequests) -> Self {
+        self.watch = watch;
+        self
     }
 
     /// Shares a notifier between several workers.
@@ -228,6 +237,7 @@ impl<S: TargetSource> Worker<S> {
                 };
                 // Job done, handoff delivered and attempt recorded together.
                 if self.store.complete_handoff(job, id, &attempt).await? {
+                    self.watch.delivered(id);
                     tracing::info!(messages = sent, "handoff delivered");
                     return Ok(());
                 }

@@ -173,6 +173,8 @@ settings! {
         pack_turns: bool = "false",
         /// Seconds to wait for one Salesforce request.
         request_timeout_seconds: u32 = "10",
+        /// Hours after delivery an open Salesforce conversation is closed, if the rep has not ended it.
+        retention_hours: u32 = "24",
     }
     [sandbox] RawSandbox {
         /// Address of the built-in MIAW sandbox (handoffs go there while no org is configured); `off` disables it.
@@ -307,6 +309,7 @@ pub(crate) struct HandoffConfig {
     pub(crate) max_age: Duration,
     pub(crate) pack_turns: bool,
     pub(crate) request_timeout: Duration,
+    pub(crate) retention: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -847,6 +850,15 @@ fn convert(
             1,
             300,
         )?)),
+        retention: Duration::from_secs(
+            3600 * u64::from(range(
+                "handoff.retention_hours",
+                raw.handoff.retention_hours,
+                24,
+                1,
+                24 * 30,
+            )?),
+        ),
     };
     let sandbox = match non_empty(raw.sandbox.addr).as_deref().map(str::trim) {
         Some("off") => SandboxConfig { addr: None },

@@ -112,6 +112,21 @@ pub(crate) fn start_workers(
     stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let mut set = JoinSet::new();
+    // Follows each delivered conversation: routing, the rep joining, and the
+    // close (by the rep, or by us after the retention) so sessions do not
+    // leak on the org.
+    let watch_config = switchboard_handoff::watcher::WatchConfig {
+        retention: config.handoff.retention,
+        ..Default::default()
+    };
+    let watchers = switchboard_handoff::watcher::Watchers::new(
+        store.clone(),
+        settings.clone(),
+        Arc::new(SystemClock),
+        watch_config,
+    );
+    let requests = watchers.requests();
+    set.spawn(watchers.run(stop.clone()));
     let node = format!("{}-{}", hostname(), std::process::id());
     for i in 0..config.handoff.workers {
         let worker_config = WorkerConfig {
@@ -128,7 +143,8 @@ pub(crate) fn start_workers(
             worker_config,
             format!("{node}-{i}"),
         )
-        .with_notifier(notify.clone());
+        .with_notifier(notify.clone())
+        .with_watchers(requests.clone());
         let stop = stop.clone();
         set.spawn(async move { worker.run(stop).await });
     }
