@@ -701,45 +701,42 @@ async fn render_agent(
     }
 }
 
-async fn find_agent_by_path(s: &AppState, id: &str) -> Result<Agent, ApiError> {
-    let id = id
-        .parse::<AgentId>()
-        .map_err(|_| ApiError::not_found("agent", id))?;
-    Ok(s.store.agent(id).await?)
+/// The agent named by the `{id}` path segment of a page route; an unknown
+/// id renders the error page instead of reaching the handler.
+pub struct PageAgent(Agent);
+
+impl axum::extract::FromRequestParts<AppState> for PageAgent {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &AppState,
+    ) -> Result<Self, Response> {
+        let Path(id) = Path::<String>::from_request_parts(parts, s)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let id = id
+            .parse::<AgentId>()
+            .map_err(|_| page_error(ApiError::not_found("agent", &id)))?;
+        s.store.agent(id).await.map(PageAgent).map_err(page_error)
+    }
 }
 
 pub async fn agent_page(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PageAgent(agent): PageAgent,
 ) -> Response {
-    match find_agent_by_path(&s, &id).await {
-        Ok(agent) => {
-            render_agent(
-                &s,
-                &caller,
-                &agent,
-                &AgentForm::from_agent(&agent),
-                None,
-                None,
-                StatusCode::OK,
-            )
-            .await
-        }
-        Err(e) => page_error(e),
-    }
+    let form = AgentForm::from_agent(&agent);
+    render_agent(&s, &caller, &agent, &form, None, None, StatusCode::OK).await
 }
 
 pub async fn update_agent_submit(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PageAgent(agent): PageAgent,
     Form(form): Form<AgentForm>,
 ) -> Response {
-    let agent = match find_agent_by_path(&s, &id).await {
-        Ok(a) => a,
-        Err(e) => return page_error(e),
-    };
     let result = async {
         let spec = form.to_input()?.validate(s.settings.default_region)?;
         Ok::<_, ApiError>(s.store.update_agent(agent.id, &spec).await?)
@@ -768,12 +765,8 @@ pub async fn update_agent_submit(
 pub async fn delete_agent_submit(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PageAgent(agent): PageAgent,
 ) -> Response {
-    let agent = match find_agent_by_path(&s, &id).await {
-        Ok(a) => a,
-        Err(e) => return page_error(e),
-    };
     if let Err(e) = s.store.delete_agent(agent.id).await {
         return page_error(e);
     }
@@ -799,13 +792,9 @@ pub struct NumberForm {
 pub async fn bind_number_submit(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PageAgent(agent): PageAgent,
     Form(form): Form<NumberForm>,
 ) -> Response {
-    let agent = match find_agent_by_path(&s, &id).await {
-        Ok(a) => a,
-        Err(e) => return page_error(e),
-    };
     let result = async {
         let e164 = E164::parse(&form.number, s.settings.default_region)
             .map_err(|e| e.for_field("number"))?;
@@ -844,13 +833,9 @@ pub async fn bind_number_submit(
 pub async fn unbind_number_submit(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PageAgent(agent): PageAgent,
     Form(form): Form<NumberForm>,
 ) -> Response {
-    let agent = match find_agent_by_path(&s, &id).await {
-        Ok(a) => a,
-        Err(e) => return page_error(e),
-    };
     let result = async {
         let e164 = E164::parse(&form.number, s.settings.default_region)
             .map_err(|e| e.for_field("number"))?;
