@@ -21,7 +21,7 @@ use switchboard_handoff::settings::{
 };
 use switchboard_model::{
     Agent, AgentId, AgentInput, Brain, ContactInput, HandoffMode, HandoffStatus, MiawSettings,
-    RoutingAttributeNames, SessionId, SttProvider, Timestamp, TokenId, TtsProvider, E164,
+    RoutingAttributeNames, SessionId, Speaker, SttProvider, Timestamp, TokenId, TtsProvider, E164,
 };
 use switchboard_store::SessionFilter;
 
@@ -334,6 +334,15 @@ pub async fn agents_page(
         StatusCode::OK,
         layout("Phone agents", &caller, Nav::Phone, body),
     )
+}
+
+fn speaker_label(speaker: Speaker) -> &'static str {
+    match speaker {
+        Speaker::Caller => "Caller",
+        Speaker::Ai => "AI",
+        Speaker::Rep => "Rep",
+        Speaker::System => "System",
+    }
 }
 
 fn mode_label(mode: HandoffMode) -> &'static str {
@@ -947,7 +956,7 @@ pub async fn session_page(
             ol.transcript {
                 @for t in &d.turns {
                     li class=(t.speaker.as_str()) {
-                        span.speaker { (t.speaker.as_str()) } " " (time(t.started_at))
+                        span.speaker { (speaker_label(t.speaker)) } " " (time(t.started_at))
                         p { (t.text) }
                     }
                 }
@@ -1658,7 +1667,10 @@ pub async fn sandbox_page(
     let body = match &s.sandbox {
         Some(sandbox) => html! {
             p.muted { "The built-in MIAW sandbox: what a Salesforce rep would see for each handoff — the Omni-Channel queue, the routing attributes and the transcript messages. It keeps conversations in memory until the server restarts." }
-            div.console { (PreEscaped(sandbox.console_html())) }
+            // The console's rep forms post to /sandbox/console/…, which the
+            // dashboard serves too (below); as dashboard forms they carry the
+            // login's CSRF token.
+            div.console { (PreEscaped(with_csrf(&sandbox.console_html(), caller.csrf_token()))) }
         },
         None => {
             html! { p.empty { "The sandbox does not run in this server (a Salesforce org is configured, or it runs on its own with " code { "switchboard sandbox" } ")." } }
@@ -1668,6 +1680,53 @@ pub async fn sandbox_page(
         StatusCode::OK,
         layout("Salesforce sandbox", &caller, Nav::Integrations, body),
     )
+}
+
+/// Adds the CSRF field to every POST form of embedded HTML.
+fn with_csrf(html: &str, token: &str) -> String {
+    let field = html! { input type="hidden" name="csrf" value=(token); }.into_string();
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(i) = rest.find("<form method=\"post\"") {
+        let Some(end) = rest[i..].find('>') else {
+            break;
+        };
+        out.push_str(&rest[..i + end + 1]);
+        out.push_str(&field);
+        rest = &rest[i + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RepForm {
+    text: String,
+}
+
+/// The sandbox rep's actions, from the dashboard's embedded console.
+pub async fn sandbox_rep_submit(
+    State(s): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    Form(form): Form<RepForm>,
+) -> Response {
+    let Some(sandbox) = &s.sandbox else {
+        return page_error(ApiError::not_found("sandbox", "this server"));
+    };
+    let Some(conversation) = id.parse().ok().and_then(|c| sandbox.conversation(c)) else {
+        return page_error(ApiError::not_found("conversation", id));
+    };
+    match action.as_str() {
+        "accept" => sandbox.rep_accept(conversation.id),
+        "reply" if !form.text.trim().is_empty() => {
+            sandbox.rep_send(conversation.id, form.text.trim())
+        }
+        "reply" => {}
+        "end" => sandbox.rep_end_chat(conversation.id),
+        other => return page_error(ApiError::not_found("action", other)),
+    }
+    see_other("/sandbox")
 }
 
 pub async fn redrive_submit(

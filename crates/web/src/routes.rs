@@ -283,6 +283,12 @@ fn entries() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             post(pages::salesforce_test_submit),
         ),
         r(g.clone(), "/sandbox", Page, get(pages::sandbox_page)),
+        r(
+            p.clone(),
+            "/sandbox/console/conversations/{id}/{action}",
+            Page,
+            post(pages::sandbox_rep_submit),
+        ),
         r(g.clone(), "/settings/tokens", Page, get(pages::tokens_page)),
         r(
             p.clone(),
