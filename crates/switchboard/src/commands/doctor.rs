@@ -131,6 +131,7 @@ async fn check_all(config: &Config) -> Vec<Check> {
     checks.push(key_check);
     checks.push(check_database(config, secrets).await);
     checks.push(check_http(config));
+    checks.push(check_sandbox(config));
     checks.push(Check::ok(
         "sip",
         format!(
@@ -305,6 +306,26 @@ async fn check_database(config: &Config, secrets: Option<SecretBox>) -> Check {
     result
 }
 
+fn check_sandbox(config: &Config) -> Check {
+    let Some(addr) = config.sandbox.addr else {
+        return Check::ok("sandbox", "off (sandbox.addr = off)");
+    };
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Check::ok(
+            "sandbox",
+            format!("{addr} is free for the built-in Salesforce sandbox"),
+        ),
+        Err(e) => Check::fail(
+            "sandbox",
+            format!("{addr} cannot be bound ({e})"),
+            format!(
+                "stop the other process, or {} (or `off` once an org is configured)",
+                config.how_to_set("sandbox.addr", None)
+            ),
+        ),
+    }
+}
+
 fn check_http(config: &Config) -> Check {
     let addr = config.http.addr;
     match std::net::TcpListener::bind(addr) {
@@ -333,7 +354,7 @@ fn check_salesforce(config: &Config) -> Vec<Check> {
     if !sf.is_present() {
         return vec![Check::ok(
             "salesforce",
-            "not configured (handoffs stay in Switchboard)",
+            "no org in the config file: handoffs go to the org saved in Settings → Integrations, else to the built-in sandbox",
         )];
     }
     let env_names = |keys: &[&str]| {
