@@ -1,0 +1,249 @@
+//! The sans-IO per-call machine: one [`Call`] per phone call.
+//!
+//! It owns turn-taking (greeting, end of turn, barge-in with an echo guard,
+//! no-input reprompts, maximum call duration), asks the [`Agent`] what to do
+//! after each caller turn, paces the synthesised audio towards RTP, and
+//! reports transcripts (AI turns *as heard*) and per-turn latency traces. It
+//! owns no socket, no timer and no task, and never reads a clock: every
+//! [`Input`] carries its `now`, and every [`Output`] is a value the driver
+//! acts on. Speech recognition and synthesis run outside, driven through
+//! outputs ([`Output::StartStt`], [`Output::Say`], …) and answered with inputs.
+//!
+//! Layout: [`vad`] (energy voice activity detection, replaceable by
+//! webrtc-vad), `machine` ([`Call`] itself), and the vocabulary below.
+//!
+//! Run loop, as a driver writes it:
+//!
+//! ```text
+//! let mut call = Call::new(agent, greeting, Config::default(), now);
+//! loop {
+//!     drain: loop { match call.poll_output() {
+//!         Output::Timeout(at) => { deadline = at; break }
+//!         Output::Play(frame) => rtp.send(frame),        // at most one per 20 ms
+//!         Output::Say { generation, text } => tts.start(generation, text),
+//!         Output::CancelSpeech { generation } => tts.cancel(generation),
+//!         Output::StartStt => stt.start(/* with ~100 ms pre-roll */),
+//!         Output::FinishStt => stt.finish(),
+//!         other => store / trace / handoff / hang up,
+//!     } }
+//!     select! {
+//!         frame = rtp.next_frame() /* every 20 ms */ => call.handle_input(Input::Audio(now, &frame)),
+//!         ev = stt.next() => call.handle_input(Input::Stt(now, ev)),
+//!         (g, frame) = tts.next() => call.handle_input(Input::TtsFrame(now, g, frame)),
+//!         _ = sleep_until(deadline) => call.handle_input(Input::Timeout(now)),
+//!     }
+//! }
+//! ```
+//!
+//! Between [`Output::StartStt`] and [`Output::FinishStt`] the driver streams
+//! every caller frame to the STT; after `FinishStt` the STT answers with a
+//! [`SttEvent::Final`].
+
+pub mod vad;
+
+mod machine;
+
+use std::time::{Duration, Instant};
+
+use switchboard_media::Frame;
+use switchboard_model::{Speaker, Timestamp};
+
+pub use machine::Call;
+pub use switchboard_agent::{Agent, HandoffRequest};
+pub use vad::{Vad, VadConfig, VadFrame};
+
+/// Something that happened to the call, with the time it happened.
+// A `Frame` is 320 bytes inline on purpose (see its docs): boxing it would
+// allocate fifty times a second per call to save a move.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// 20 ms of caller audio (from the jitter buffer), every 20 ms.
+    Audio(Instant, &'a Frame),
+    /// A transcription event from the STT started by [`Output::StartStt`].
+    Stt(Instant, SttEvent),
+    /// Synthesised audio for the [`Output::Say`] of that generation.
+    TtsFrame(Instant, Generation, Frame),
+    /// The TTS has delivered every frame of that generation.
+    TtsDone(Instant, Generation),
+    /// A key the caller pressed.
+    Dtmf(Instant, char),
+    /// The deadline from the last [`Output::Timeout`] (or any later time).
+    Timeout(Instant),
+    /// The caller hung up.
+    Hangup(Instant),
+}
+
+impl Input<'_> {
+    pub fn now(&self) -> Instant {
+        match self {
+            Input::Audio(now, _)
+            | Input::Stt(now, _)
+            | Input::TtsFrame(now, _, _)
+            | Input::TtsDone(now, _)
+            | Input::Dtmf(now, _)
+            | Input::Timeout(now)
+            | Input::Hangup(now) => *now,
+        }
+    }
+}
+
+/// What the STT reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SttEvent {
+    /// A provisional transcript of the turn so far.
+    Partial { text: String },
+    /// Settled text (after [`Output::FinishStt`], the end of the turn).
+    Final { text: String, confidence: f32 },
+}
+
+/// Identifies one [`Output::Say`]: frames and completions of any other
+/// generation are stale (interrupted speech) and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation(u64);
+
+impl Generation {
+    pub fn value(self) -> u64 {
+        self.0
+    }
+
+    fn next(self) -> Generation {
+        Generation(self.0 + 1)
+    }
+}
+
+impl From<u64> for Generation {
+    fn from(value: u64) -> Self {
+        Generation(value)
+    }
+}
+
+/// What the driver should do. Drain with [`Call::poll_output`] until
+/// [`Output::Timeout`], which always comes last.
+// Inline `Frame` on purpose, as for `Input`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send this frame to the caller now. Emitted one per 20 ms (at most two
+    /// at once when catching up), so nothing queues up that a barge-in could
+    /// not take back.
+    Play(Frame),
+    /// Synthesise this text; answer with [`Input::TtsFrame`]s and
+    /// [`Input::TtsDone`] of the same generation.
+    Say {
+        generation: Generation,
+        text: String,
+    },
+    /// Stop synthesising that generation; its late frames are dropped anyway.
+    CancelSpeech { generation: Generation },
+    /// The caller started a turn: start streaming caller audio to the STT.
+    StartStt,
+    /// The caller's turn ended: ask the STT for the final transcript.
+    FinishStt,
+    /// A finished turn for the store. AI turns are recorded as heard: cut at
+    /// a word boundary and `interrupted` when the caller barged in.
+    Transcript {
+        speaker: Speaker,
+        text: String,
+        started_at: Timestamp,
+        ended_at: Timestamp,
+        interrupted: bool,
+    },
+    /// A trace step for the Inbox.
+    Trace {
+        kind: TraceKind,
+        json: serde_json::Value,
+    },
+    /// The agent decided to hand the caller to a human.
+    Handoff(HandoffRequest),
+    /// The call is over: hang up (unless the caller already did).
+    Hangup(EndReason),
+    /// Call [`Call::handle_input`] with [`Input::Timeout`] at this time.
+    Timeout(Instant),
+}
+
+/// What a [`Output::Trace`] describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TraceKind {
+    /// The agent's [`TraceInfo`](switchboard_agent::TraceInfo) for a turn.
+    Decision,
+    /// End of caller speech → STT final → decision → first TTS frame → first
+    /// frame played, in milliseconds.
+    Latency,
+}
+
+/// Why the call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The agent ended the call (goodbye, or a finished escalation).
+    Agent(switchboard_agent::EndReason),
+    /// The caller hung up.
+    CallerHungUp,
+    /// The caller stayed silent through the reprompts.
+    Silence,
+    /// The call reached [`Config::max_duration`].
+    MaxDuration,
+}
+
+/// Tuning of a [`Call`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Caller silence that ends a turn.
+    pub end_of_turn: Duration,
+    /// Caller silence that ends a turn while they are reading digits.
+    pub end_of_turn_digits: Duration,
+    /// How long to wait for the STT final after [`Output::FinishStt`] before
+    /// going on with the last partial.
+    pub stt_final_timeout: Duration,
+    /// Caller energy is ignored this long after our playback starts (and
+    /// must beat our level for this long after it ends).
+    pub echo_guard: Duration,
+    /// Caller level must exceed our outgoing level by this much to barge in.
+    pub echo_margin_db: f32,
+    /// Consecutive qualifying frames that make a barge-in.
+    pub barge_in_frames: u32,
+    /// Caller silence on their turn before [`Config::reprompt`] is said.
+    pub reprompt_after: Duration,
+    /// Caller silence on their turn before the call is ended politely.
+    pub max_silence: Duration,
+    /// The longest call; then [`Config::max_duration_farewell`] and hang up.
+    pub max_duration: Duration,
+    pub reprompt: String,
+    pub silence_farewell: String,
+    pub max_duration_farewell: String,
+    /// Said for a live transfer when the agent gave no words of its own.
+    pub hold_message: String,
+    pub vad: VadConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            end_of_turn: Duration::from_millis(600),
+            end_of_turn_digits: Duration::from_millis(1500),
+            stt_final_timeout: Duration::from_secs(2),
+            echo_guard: Duration::from_millis(200),
+            echo_margin_db: 6.0,
+            barge_in_frames: 2,
+            reprompt_after: Duration::from_secs(7),
+            max_silence: Duration::from_secs(20),
+            max_duration: Duration::from_secs(30 * 60),
+            reprompt: "Are you still there?".into(),
+            silence_farewell: "I can't hear anything, so I'll end the call now. Goodbye!".into(),
+            max_duration_farewell: "We've reached the time limit for this call. Goodbye!".into(),
+            hold_message: "Please hold while I connect you.".into(),
+            vad: VadConfig::default(),
+        }
+    }
+}
+
+/// Why an input was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The call has ended; the input was ignored.
+    #[error("the call has ended")]
+    Ended,
+}
