@@ -300,18 +300,6 @@ impl Store {
         Ok(true)
     }
 
-    pub async fn mark_handoff_delivered(&self, id: HandoffId) -> Result<()> {
-        let now = self.now().as_millis();
-        sqlx::query("UPDATE handoffs SET status = $2, delivered_at = COALESCE(delivered_at, $3), last_error = NULL, updated_at = $3 WHERE id = $1")
-            .bind(id.to_string())
-            .bind(HandoffStatus::Delivered.as_str())
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.db_err(e))?;
-        Ok(())
-    }
-
     pub async fn record_handoff_attempt(
         &self,
         id: HandoffId,

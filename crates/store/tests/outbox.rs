@@ -186,8 +186,19 @@ async fn leases_retries_dead_letters_and_redrive() -> TestResult {
             .claim_job(HANDOFF_JOB, "w5", 30_000)
             .await?
             .expect("released job is due at once");
-        assert!(store.finish_job(&job).await?);
-        store.mark_handoff_delivered(h.id).await?;
+        let attempt = HandoffAttempt {
+            started_at: clock.now(),
+            finished_at: clock.now(),
+            outcome: "delivered".into(),
+            messages_sent: 1,
+            error: None,
+        };
+        assert!(store.complete_handoff(&job, h.id, &attempt).await?);
+        assert!(
+            !store.complete_handoff(&job, h.id, &attempt).await?,
+            "settled once"
+        );
+        assert_eq!(store.handoff_attempts(h.id).await?.len(), 1);
         assert_eq!(store.handoff(h.id).await?.status, HandoffStatus::Delivered);
     }
     Ok(())
