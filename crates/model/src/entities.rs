@@ -715,6 +715,9 @@ pub struct Session {
     pub started_at: Timestamp,
     pub answered_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
+    /// Key of the stereo recording in the recording storage (caller left,
+    /// AI or rep right); `GET /api/v1/sessions/{id}/recording` serves it.
+    pub recording: Option<String>,
 }
 
 /// What a new session starts with.

@@ -1,9 +1,11 @@
 //! Sessions (calls), their turns and their trace steps.
 
 use sqlx::any::AnyRow;
+use std::collections::HashMap;
+
 use switchboard_model::{
-    AgentId, Direction, NewSession, Outcome, Session, SessionId, SessionStatus, Speaker, Timestamp,
-    TraceStep, TraceStepId, Turn, TurnId,
+    AgentId, Direction, HandoffStatus, NewSession, Outcome, Session, SessionId, SessionStatus,
+    Speaker, Timestamp, TraceStep, TraceStepId, Turn, TurnId,
 };
 
 use crate::{
@@ -13,7 +15,7 @@ use crate::{
 
 const T: &str = "sessions";
 const COLS: &str =
-    "id, agent_id, direction, from_addr, to_addr, contact_id, status, outcome, end_reason, started_at, answered_at, ended_at";
+    "id, agent_id, direction, from_addr, to_addr, contact_id, status, outcome, end_reason, started_at, answered_at, ended_at, recording";
 
 /// Which sessions to list, newest first.
 #[derive(Debug, Clone)]
@@ -22,8 +24,20 @@ pub struct SessionFilter {
     pub direction: Option<Direction>,
     pub outcome: Option<Outcome>,
     pub status: Option<SessionStatus>,
-    /// Only sessions started before this instant (keyset paging).
+    /// Only sessions whose handoff is in this delivery state.
+    pub handoff_status: Option<HandoffStatus>,
+    /// Only sessions started at or after this instant.
+    pub from: Option<Timestamp>,
+    /// Only sessions started before this instant (the end of a date range).
+    pub to: Option<Timestamp>,
+    /// Only sessions with a turn containing this text (case-insensitive for
+    /// ASCII letters on both backends; `%` and `_` match themselves).
+    pub text: Option<String>,
+    /// Keyset paging: only sessions listed after (`before`, `before_id`),
+    /// that is started before `before`, or at the same instant with a
+    /// smaller id. Without `before_id`, only sessions started before it.
     pub before: Option<Timestamp>,
+    pub before_id: Option<SessionId>,
     pub limit: i64,
 }
 
@@ -34,7 +48,12 @@ impl Default for SessionFilter {
             direction: None,
             outcome: None,
             status: None,
+            handoff_status: None,
+            from: None,
+            to: None,
+            text: None,
             before: None,
+            before_id: None,
             limit: 50,
         }
     }
@@ -44,7 +63,7 @@ impl Store {
     pub async fn create_session(&self, new: &NewSession) -> Result<Session> {
         let id = SessionId::new();
         sqlx::query(&format!(
-            "INSERT INTO sessions ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,NULL,$8,NULL,NULL)"
+            "INSERT INTO sessions ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,NULL,$8,NULL,NULL,NULL)"
         ))
         .bind(id.to_string())
         .bind(new.agent_id.map(|a| a.to_string()))
@@ -76,21 +95,120 @@ impl Store {
 
     pub async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
         // Unused filters compare a NULL parameter, so one statement serves all.
+        let text = filter
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| format!("%{}%", escape_like(t)));
         let rows = sqlx::query(&format!(
             "SELECT {COLS} FROM sessions WHERE ($1 IS NULL OR agent_id = $1) AND ($2 IS NULL OR direction = $2) \
-             AND ($3 IS NULL OR outcome = $3) AND ($4 IS NULL OR status = $4) AND ($5 IS NULL OR started_at < $5) \
-             ORDER BY started_at DESC, id DESC LIMIT $6"
+             AND ($3 IS NULL OR outcome = $3) AND ($4 IS NULL OR status = $4) AND ($5 IS NULL OR started_at < $5 OR (started_at = $5 AND id < $11)) \
+             AND ($6 IS NULL OR started_at >= $6) AND ($7 IS NULL OR started_at < $7) \
+             AND ($8 IS NULL OR EXISTS (SELECT 1 FROM handoffs h WHERE h.session_id = sessions.id AND h.status = $8)) \
+             AND ($9 IS NULL OR EXISTS (SELECT 1 FROM turns t WHERE t.session_id = sessions.id AND LOWER(t.text) LIKE LOWER($9) ESCAPE '\\')) \
+             ORDER BY started_at DESC, id DESC LIMIT $10"
         ))
         .bind(filter.agent_id.map(|a| a.to_string()))
         .bind(filter.direction.map(|d| d.as_str()))
         .bind(filter.outcome.map(|o| o.as_str()))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(filter.before.map(|t| t.as_millis()))
+        .bind(filter.from.map(|t| t.as_millis()))
+        .bind(filter.to.map(|t| t.as_millis()))
+        .bind(filter.handoff_status.map(|s| s.as_str()))
+        .bind(text)
         .bind(filter.limit.clamp(1, 500))
+        .bind(filter.before_id.map(|i| i.to_string()))
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.db_err(e))?;
         rows.iter().map(session_from_row).collect()
+    }
+
+    /// The delivery state of each listed session's handoff (sessions without
+    /// one are absent from the map).
+    pub async fn handoff_statuses(
+        &self,
+        sessions: &[SessionId],
+    ) -> Result<HashMap<SessionId, HandoffStatus>> {
+        let mut out = HashMap::new();
+        // Bounded chunks keep the statement within every backend's limit on parameters.
+        for chunk in sessions.chunks(200) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT session_id, status FROM handoffs WHERE session_id IN ({})",
+                marks.join(",")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.to_string());
+            }
+            let rows = q.fetch_all(&self.pool).await.map_err(|e| self.db_err(e))?;
+            for r in &rows {
+                out.insert(
+                    get_parsed(r, "session_id", "handoffs")?,
+                    get_parsed(r, "status", "handoffs")?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// A value that changes whenever a session starts, is answered or ends,
+    /// or a handoff changes: the Inbox polls it to know when to refresh.
+    pub async fn inbox_version(&self) -> Result<String> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM sessions) AS n, \
+             (SELECT COALESCE(MAX(started_at), 0) FROM sessions) AS started, \
+             (SELECT COALESCE(MAX(answered_at), 0) FROM sessions) AS answered, \
+             (SELECT COALESCE(MAX(ended_at), 0) FROM sessions) AS ended, \
+             (SELECT COUNT(*) FROM handoffs) AS handoffs, \
+             (SELECT COALESCE(MAX(updated_at), 0) FROM handoffs) AS handoff_updated",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        let parts = [
+            "n",
+            "started",
+            "answered",
+            "ended",
+            "handoffs",
+            "handoff_updated",
+        ]
+        .iter()
+        .map(|c| get_i64(&row, c, T).map(|v| v.to_string()))
+        .collect::<Result<Vec<_>>>()?;
+        Ok(parts.join("."))
+    }
+
+    /// A value that changes whenever the session's status, turns, trace or
+    /// handoff change: the session page polls it while the call is live.
+    pub async fn session_version(&self, id: SessionId) -> Result<String> {
+        let row = sqlx::query(
+            "SELECT s.status AS status, COALESCE(s.ended_at, 0) AS ended, \
+             (SELECT COUNT(*) FROM turns WHERE session_id = s.id) AS turns, \
+             (SELECT COUNT(*) FROM trace_steps WHERE session_id = s.id) AS steps, \
+             (SELECT COALESCE(MAX(updated_at), 0) FROM handoffs WHERE session_id = s.id) AS handoff \
+             FROM sessions s WHERE s.id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?
+        .ok_or_else(|| StoreError::NotFound {
+            entity: "session",
+            key: id.to_string(),
+        })?;
+        Ok(format!(
+            "{}.{}.{}.{}.{}",
+            get_str(&row, "status", T)?,
+            get_i64(&row, "ended", T)?,
+            get_i64(&row, "turns", T)?,
+            get_i64(&row, "steps", T)?,
+            get_i64(&row, "handoff", T)?,
+        ))
     }
 
     pub async fn mark_answered(&self, id: SessionId, at: Timestamp) -> Result<()> {
@@ -105,6 +223,9 @@ impl Store {
         )
     }
 
+    /// Ends the session. The first end wins: an end time, reason or outcome
+    /// already recorded (by a handoff, or by the other side of the call
+    /// racing this one) is kept, so the most specific account survives.
     pub async fn end_session(
         &self,
         id: SessionId,
@@ -113,12 +234,25 @@ impl Store {
         reason: &str,
     ) -> Result<()> {
         self.expect_one(
-            sqlx::query("UPDATE sessions SET status = $2, ended_at = $3, outcome = $4, end_reason = $5 WHERE id = $1")
+            sqlx::query("UPDATE sessions SET status = $2, ended_at = COALESCE(ended_at, $3), outcome = COALESCE(outcome, $4), end_reason = COALESCE(end_reason, $5) WHERE id = $1")
                 .bind(id.to_string())
                 .bind(SessionStatus::Ended.as_str())
                 .bind(at.as_millis())
                 .bind(outcome.as_str())
                 .bind(reason)
+                .execute(&self.pool)
+                .await,
+            id,
+        )
+    }
+
+    /// Links the session's recording: `key` is relative to the recording
+    /// storage (the recordings directory), such as `"<session id>.wav"`.
+    pub async fn set_recording(&self, id: SessionId, key: &str) -> Result<()> {
+        self.expect_one(
+            sqlx::query("UPDATE sessions SET recording = $2 WHERE id = $1")
+                .bind(id.to_string())
+                .bind(key)
                 .execute(&self.pool)
                 .await,
             id,
@@ -267,6 +401,18 @@ impl Store {
     }
 }
 
+/// Escapes `\`, `%` and `_` so they match themselves in `LIKE … ESCAPE '\'`.
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn session_from_row(row: &AnyRow) -> Result<Session> {
     Ok(Session {
         id: get_parsed(row, "id", T)?,
@@ -281,5 +427,18 @@ fn session_from_row(row: &AnyRow) -> Result<Session> {
         started_at: get_ts(row, "started_at", T)?,
         answered_at: get_opt_ts(row, "answered_at", T)?,
         ended_at: get_opt_ts(row, "ended_at", T)?,
+        recording: get_opt_str(row, "recording", T)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_like;
+
+    #[test]
+    fn like_wildcards_and_the_escape_itself_match_literally() {
+        assert_eq!(escape_like("100%_sure"), "100\\%\\_sure");
+        assert_eq!(escape_like("a\\b"), "a\\\\b");
+        assert_eq!(escape_like("refund"), "refund");
+    }
 }

@@ -265,6 +265,27 @@ async fn sessions_keep_turns_in_order_with_millisecond_times() -> TestResult {
         assert_eq!(ended.status, SessionStatus::Ended);
         assert_eq!(ended.outcome, Some(Outcome::LoggedEscalation));
         assert_eq!(ended.answered_at, Some(t0.plus_millis(1)));
+        // The other side's late BYE does not rewrite the account.
+        store
+            .end_session(
+                s.id,
+                t0.plus_millis(9000),
+                Outcome::Abandoned,
+                "caller hung up",
+            )
+            .await?;
+        let again = store.session(s.id).await?;
+        assert_eq!(again.outcome, Some(Outcome::LoggedEscalation));
+        assert_eq!(again.ended_at, Some(t0.plus_millis(5000)));
+        assert_eq!(
+            again.end_reason.as_deref(),
+            Some("caller asked for a person")
+        );
+        store.set_recording(s.id, "rec.wav").await?;
+        assert_eq!(
+            store.session(s.id).await?.recording.as_deref(),
+            Some("rec.wav")
+        );
 
         let listed = store
             .list_sessions(&SessionFilter {
