@@ -56,7 +56,8 @@ pub enum FollowUpStep {
     Confirm(PreferredChannel),
 }
 
-pub(crate) const ASK_CHANNEL: &str = "How would you like us to follow up: email, SMS or a callback? You can also press 1 for email, 2 for SMS or 3 for a callback.";
+/// The channel question that opens the follow-up dialogue.
+pub const ASK_CHANNEL: &str = "How would you like us to follow up: email, SMS or a callback? You can also press 1 for email, 2 for SMS or 3 for a callback.";
 
 /// One answer's effect on the dialogue.
 #[derive(Debug)]

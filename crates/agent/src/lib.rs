@@ -2,11 +2,15 @@
 //!
 //! This crate owns the [`Agent`] policy trait the call machine asks once per
 //! caller turn, the [`Decision`] it gets back (with a [`TraceInfo`] saying
-//! why, for the Inbox reasoning trace), and the offline [`PlaybookAgent`].
-//! It knows nothing of SIP, audio or HTTP, and is sans-IO: no clock reads
-//! (time arrives in [`TurnContext::now`]), no network, no tasks.
+//! why, for the Inbox reasoning trace), the offline [`PlaybookAgent`] and
+//! the [`LlmAgent`] for any OpenAI-compatible Chat Completions endpoint.
+//! It knows nothing of SIP or audio. The playbook is sans-IO: no clock reads
+//! (time arrives in [`TurnContext::now`]), no network, no tasks; the LLM
+//! agent keeps its protocol (request building, stream assembly, tool-call
+//! parsing) sans-IO too, in [`llm`], and does its HTTP with reqwest.
 //!
-//! Layout: [`playbook`] (the offline agent: knowledge answers, handoff
+//! Layout: [`llm`] (the LLM agent: prompt, streaming, tools),
+//! [`playbook`] (the offline agent: knowledge answers, handoff
 //! intent, can't-resolve detection, summaries), [`knowledge`] (instructions
 //! parsed into entries, BM25), [`intent`] (handoff / frustration / goodbye
 //! phrases with a negation guard), [`escalation`] (the follow-up channel
@@ -14,7 +18,7 @@
 //!
 //! Run loop, as the engine drives it:
 //! ```text
-//! caller turn ─▶ agent.respond(&TurnContext { history, utterance, dtmf, now })
+//! Output::Ask(turn) ─▶ agent.answer(&turn) ─▶ Input::Decision(now, turn.id, decision)
 //!   Reply    ─▶ say it, wait for the next turn
 //!   Handoff  ─▶ record the handoff; live_transfer: say + dial;
 //!               logged_escalation: say (asks the follow-up channel), keep asking
@@ -26,20 +30,129 @@
 pub mod escalation;
 pub mod intent;
 pub mod knowledge;
+pub mod llm;
 pub mod playbook;
 mod text;
 
 use serde::Serialize;
 use switchboard_model::{HandoffMode, Speaker, Timestamp, Turn};
 
-pub use escalation::{ContactPoint, FollowUp, FollowUpStep};
+pub use escalation::{ContactPoint, FollowUp, FollowUpStep, ASK_CHANNEL};
 pub use knowledge::{Knowledge, Scored, Thresholds};
+pub use llm::{LlmAgent, LlmConfig, LlmEvent};
 pub use playbook::{PlaybookAgent, PlaybookConfig};
 
-/// A conversation policy. The call machine calls [`Agent::respond`] once per
-/// finished caller turn (speech or DTMF) and acts on the [`Decision`].
+/// A synchronous conversation policy. The call machine asks once per
+/// finished caller turn (speech or DTMF) with an [`AgentTurn`]; the driver
+/// answers with [`Agent::answer`] and feeds the [`Decision`] back.
 pub trait Agent {
     fn respond(&mut self, ctx: &TurnContext<'_>) -> Decision;
+
+    /// The call machine fell back to a logged escalation on its own (a live
+    /// transfer failed, or a decision came too late) and has already asked
+    /// the caller how to follow up: from now on, run the follow-up dialogue
+    /// for `handoff`.
+    fn fall_back_to_escalation(&mut self, handoff: &HandoffRequest);
+
+    /// Answer an [`AgentTurn`] as the call machine hands it out: apply its
+    /// [`TurnEvent`], then [`respond`](Agent::respond).
+    fn answer(&mut self, turn: &AgentTurn) -> Decision {
+        if let Some(event) = &turn.event {
+            self.fall_back_to_escalation(event.handoff());
+        }
+        let history = turn.said();
+        self.respond(&TurnContext {
+            history: &history,
+            utterance: &turn.utterance,
+            dtmf: turn.dtmf.as_deref(),
+            now: turn.now,
+        })
+    }
+}
+
+/// Identifies one [`AgentTurn`]: a decision for any other turn is stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct TurnId(u64);
+
+impl TurnId {
+    pub fn value(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for TurnId {
+    fn from(value: u64) -> Self {
+        TurnId(value)
+    }
+}
+
+impl std::fmt::Display for TurnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One caller turn, owned, so it can cross to another task: what the call
+/// machine asks the brain in its `Output::Ask`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentTurn {
+    /// Echo it back with the decision.
+    pub id: TurnId,
+    /// The conversation before this turn, oldest first, as the caller heard
+    /// it; does not include [`utterance`](Self::utterance).
+    pub history: Vec<(Speaker, String)>,
+    /// What the caller just said (may be empty when only keys were pressed).
+    pub utterance: String,
+    /// Keys pressed during the turn, such as `"3"` or `"4155550123#"`.
+    pub dtmf: Option<String>,
+    /// Wall-clock time of the end of the turn.
+    pub now: Timestamp,
+    /// Something the machine did since the last turn that changes the
+    /// conversation.
+    pub event: Option<TurnEvent>,
+    /// The latest turn whose decision the machine acted on. A decision for
+    /// a later turn was dropped (the caller spoke again, or it came too
+    /// late): an agent must not keep the state that decision implied.
+    pub last_applied: Option<TurnId>,
+}
+
+impl AgentTurn {
+    /// The history, borrowed, as [`TurnContext`] takes it.
+    pub fn said(&self) -> Vec<Said<'_>> {
+        self.history
+            .iter()
+            .map(|(speaker, text)| Said {
+                speaker: *speaker,
+                text,
+            })
+            .collect()
+    }
+}
+
+/// What the call machine did on its own before this turn. Both events mean:
+/// the caller has been told, has been asked how the team should follow up
+/// ([`escalation::ASK_CHANNEL`]), and this turn is their answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum TurnEvent {
+    /// The live transfer failed; the call continues as a logged escalation.
+    TransferFailed {
+        handoff: HandoffRequest,
+        reason: String,
+    },
+    /// The brain did not decide in time; the machine handed off itself.
+    DecisionTimedOut { handoff: HandoffRequest },
+}
+
+impl TurnEvent {
+    /// The handoff the escalation continues, in logged-escalation mode.
+    pub fn handoff(&self) -> &HandoffRequest {
+        match self {
+            TurnEvent::TransferFailed { handoff, .. } | TurnEvent::DecisionTimedOut { handoff } => {
+                handoff
+            }
+        }
+    }
 }
 
 /// What the agent sees of a turn.
@@ -169,6 +282,9 @@ pub struct TraceInfo {
     pub repeats: Option<Repeat>,
     /// Consecutive turns without an answer, including this one.
     pub no_match_streak: u32,
+    /// What the language model was asked and answered (LLM agent only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<Box<llm::LlmTrace>>,
 }
 
 impl TraceInfo {
@@ -183,6 +299,7 @@ impl TraceInfo {
             phrase: None,
             repeats: None,
             no_match_streak: 0,
+            llm: None,
         }
     }
 }
@@ -212,6 +329,15 @@ pub enum Rule {
     Goodbye,
     /// A live transfer is under way; the agent only holds.
     AwaitingTransfer,
+    /// The language model answered.
+    LlmReply,
+    /// The language model called `transfer_to_human`.
+    LlmHandoff,
+    /// The language model called `end_call`.
+    LlmEndCall,
+    /// The language model could not be used (timeout, error, malformed
+    /// answer); the agent handed off instead.
+    LlmUnavailable,
     /// The call has ended; further input is ignored.
     Ended,
 }

@@ -49,7 +49,7 @@ impl Default for PlaybookConfig {
 }
 
 const NO_MATCH_REPLY: &str = "Sorry, I don't have an answer to that. Could you put it another way, or ask to speak with a person?";
-const HOLD: &str = "Please hold while I connect you.";
+pub(crate) const HOLD: &str = "Please hold while I connect you.";
 
 /// The offline agent of one call. Build one per call.
 #[derive(Debug, Clone)]
@@ -243,24 +243,16 @@ impl PlaybookAgent {
 
     fn hand_off(&mut self, reason: String, apology: &str, mut trace: TraceInfo) -> Decision {
         trace.no_match_streak = self.no_match_streak;
-        let (follow_up, say) = match self.mode {
+        let say = format!("{apology}{}", handoff_words(self.mode));
+        let follow_up = match self.mode {
             HandoffMode::LiveTransfer => {
                 self.phase = Phase::Transferring;
-                (
-                    "live transfer to a person".to_string(),
-                    format!("{apology}Let me connect you with someone from our team. {HOLD}"),
-                )
+                "live transfer to a person"
             }
-            HandoffMode::LoggedEscalation => (
-                "not given yet".to_string(),
-                format!(
-                    "{apology}I'll pass this to our team so someone can follow up with you. {}",
-                    escalation::ASK_CHANNEL
-                ),
-            ),
+            HandoffMode::LoggedEscalation => "not given yet",
         };
         let handoff = HandoffRequest {
-            summary: summarise(self.first_question.as_deref(), &reason, &follow_up),
+            summary: summarise(self.first_question.as_deref(), &reason, follow_up),
             reason,
             mode: self.mode,
         };
@@ -300,8 +292,15 @@ impl PlaybookAgent {
                 let captured = follow_up
                     .as_ref()
                     .map_or_else(|| "none captured".to_string(), ToString::to_string);
-                handoff.summary =
-                    summarise(self.first_question.as_deref(), &handoff.reason, &captured);
+                // After a fallback the agent may not have heard the question
+                // itself (another brain talked): take it from the history.
+                let first_question = self.first_question.as_deref().or_else(|| {
+                    ctx.history
+                        .iter()
+                        .find(|s| s.speaker == Speaker::Caller && !s.text.starts_with("[keys"))
+                        .map(|s| s.text)
+                });
+                handoff.summary = summarise(first_question, &handoff.reason, &captured);
                 let rule = if follow_up.as_ref().is_some_and(|f| f.confirmed) {
                     Rule::FollowUpCaptured
                 } else {
@@ -323,6 +322,23 @@ impl PlaybookAgent {
 }
 
 impl Agent for PlaybookAgent {
+    fn fall_back_to_escalation(&mut self, handoff: &HandoffRequest) {
+        if matches!(self.phase, Phase::Escalating { .. } | Phase::Ended { .. }) {
+            return;
+        }
+        self.phase = Phase::Escalating {
+            handoff: HandoffRequest {
+                mode: HandoffMode::LoggedEscalation,
+                ..handoff.clone()
+            },
+            dialogue: Dialogue::new(
+                self.caller_id.clone(),
+                self.config.region,
+                self.config.max_follow_up_misses,
+            ),
+        };
+    }
+
     fn respond(&mut self, ctx: &TurnContext<'_>) -> Decision {
         match &self.phase {
             Phase::Talking => self.talk(ctx),
@@ -341,6 +357,20 @@ impl Agent for PlaybookAgent {
                 trace: TraceInfo::new(Rule::Ended, "the call has already ended", ctx.now),
             },
         }
+    }
+}
+
+/// What the caller hears when handed off: a live transfer holds, a logged
+/// escalation asks for the follow-up channel.
+pub(crate) fn handoff_words(mode: HandoffMode) -> String {
+    match mode {
+        HandoffMode::LiveTransfer => {
+            format!("Let me connect you with someone from our team. {HOLD}")
+        }
+        HandoffMode::LoggedEscalation => format!(
+            "I'll pass this to our team so someone can follow up with you. {}",
+            escalation::ASK_CHANNEL
+        ),
     }
 }
 
@@ -551,6 +581,29 @@ mod tests {
         assert!(handoff
             .summary
             .ends_with("Preferred follow-up: email to ana@example.com."));
+    }
+
+    #[test]
+    fn failed_transfer_falls_back_to_the_follow_up_dialogue() {
+        let mut call = Call::new(HandoffMode::LiveTransfer);
+        let Decision::Handoff { handoff, .. } = call.say("A representative please") else {
+            panic!("expected a handoff");
+        };
+        call.agent.fall_back_to_escalation(&handoff);
+        let d = call.say("a callback please");
+        assert_eq!(d.trace().rule, Rule::FollowUpDialogue);
+        let Decision::EndCall {
+            reason: EndReason::Escalated { handoff, follow_up },
+            ..
+        } = call.say("yes")
+        else {
+            panic!("expected the escalation to end the call");
+        };
+        assert_eq!(handoff.mode, HandoffMode::LoggedEscalation);
+        assert_eq!(
+            follow_up.map(|f| f.to_string()).as_deref(),
+            Some("callback on +14155550123")
+        );
     }
 
     #[test]

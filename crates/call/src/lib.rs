@@ -1,9 +1,11 @@
 //! The sans-IO per-call machine: one [`Call`] per phone call.
 //!
 //! It owns turn-taking (greeting, end of turn, barge-in with an echo guard,
-//! no-input reprompts, maximum call duration), asks the [`Agent`] what to do
-//! after each caller turn, paces the synthesised audio towards RTP, and
-//! reports transcripts (AI turns *as heard*) and per-turn latency traces. It
+//! no-input reprompts, maximum call duration), asks the brain what to do
+//! after each caller turn ([`Output::Ask`], answered by [`Input::Decision`]),
+//! runs the handoff flow (live transfer → bridged, or failed → logged
+//! escalation), paces the synthesised audio towards RTP, and reports
+//! transcripts (AI turns *as heard*) and per-turn latency traces. It
 //! owns no socket, no timer and no task, and never reads a clock: every
 //! [`Input`] carries its `now`, and every [`Output`] is a value the driver
 //! acts on. Speech recognition and synthesis run outside, driven through
@@ -15,7 +17,7 @@
 //! Run loop, as a driver writes it:
 //!
 //! ```text
-//! let mut call = Call::new(agent, greeting, Config::default(), now);
+//! let mut call = Call::new(greeting, Config::default(), now);
 //! loop {
 //!     drain: loop { match call.poll_output() {
 //!         Output::Timeout(at) => { deadline = at; break }
@@ -24,12 +26,18 @@
 //!         Output::CancelSpeech { generation } => tts.cancel(generation),
 //!         Output::StartStt => stt.start(/* with ~100 ms pre-roll */),
 //!         Output::FinishStt => stt.finish(),
-//!         other => store / trace / handoff / hang up,
+//!         Output::Ask(turn) => brain.start(turn),           // playbook: answer at once
+//!         Output::Handoff(h) if live => telephony.transfer(h),
+//!         Output::Bridged => return,                        // the person has the caller
+//!         other => store / trace / hang up,
 //!     } }
 //!     select! {
 //!         frame = rtp.next_frame() /* every 20 ms */ => call.handle_input(Input::Audio(now, &frame)),
 //!         ev = stt.next() => call.handle_input(Input::Stt(now, ev)),
 //!         (g, frame) = tts.next() => call.handle_input(Input::TtsFrame(now, g, frame)),
+//!         (id, s) = brain.sentence() => call.handle_input(Input::Sentence(now, id, s)),
+//!         (id, d) = brain.decision() => call.handle_input(Input::Decision(now, id, d)),
+//!         result = transfer.next() => call.handle_input(Input::Transfer(now, result)),
 //!         _ = sleep_until(deadline) => call.handle_input(Input::Timeout(now)),
 //!     }
 //! }
@@ -38,6 +46,14 @@
 //! Between [`Output::StartStt`] and [`Output::FinishStt`] the driver streams
 //! every caller frame to the STT; after `FinishStt` the STT answers with a
 //! [`SttEvent::Final`].
+//!
+//! A synchronous brain answers an ask on the spot:
+//! `Output::Ask(turn) => call.handle_input(Input::Decision(now, turn.id, agent.answer(&turn)))`
+//! (with [`switchboard_agent::Agent::answer`]); an asynchronous one (the
+//! LLM) answers whenever it is done, and a late answer to a superseded turn
+//! is dropped by the machine. A streaming brain may send the first
+//! sentences of its answer as [`Input::Sentence`]s: each is said as soon as
+//! the one before it ends, and the decision's words after them follow.
 
 pub mod vad;
 
@@ -45,11 +61,12 @@ mod machine;
 
 use std::time::{Duration, Instant};
 
+use switchboard_agent::ASK_CHANNEL;
 use switchboard_media::Frame;
 use switchboard_model::{Speaker, Timestamp};
 
 pub use machine::Call;
-pub use switchboard_agent::{Agent, HandoffRequest};
+pub use switchboard_agent::{AgentTurn, Decision, HandoffRequest, TurnEvent, TurnId};
 pub use vad::{Vad, VadConfig, VadFrame};
 
 /// Something that happened to the call, with the time it happened.
@@ -72,6 +89,16 @@ pub enum Input<'a> {
     Timeout(Instant),
     /// The caller hung up.
     Hangup(Instant),
+    /// The brain's answer to the [`Output::Ask`] of that turn. Answers to
+    /// any turn but the one awaited are stale and dropped (with a trace).
+    Decision(Instant, TurnId, Decision),
+    /// Early words of the answer to that turn (an LLM's first sentences,
+    /// as they stream): said at once while the decision is still coming.
+    /// The decision's `say` must start with them; only the rest is said
+    /// then. Ignored unless the machine is waiting on that turn.
+    Sentence(Instant, TurnId, String),
+    /// How the live transfer requested by [`Output::Handoff`] went.
+    Transfer(Instant, TransferResult),
 }
 
 impl Input<'_> {
@@ -83,9 +110,23 @@ impl Input<'_> {
             | Input::TtsDone(now, _)
             | Input::Dtmf(now, _)
             | Input::Timeout(now)
-            | Input::Hangup(now) => *now,
+            | Input::Hangup(now)
+            | Input::Decision(now, _, _)
+            | Input::Sentence(now, _, _)
+            | Input::Transfer(now, _) => *now,
         }
     }
+}
+
+/// The outcome of a live transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferResult {
+    /// The person answered and the legs are bridged: the machine stops
+    /// talking ([`Output::Bridged`]).
+    Connected,
+    /// Busy, no answer, refused…: the caller is told and the call goes on as
+    /// a logged escalation ([`TurnEvent::TransferFailed`] on the next ask).
+    Failed { reason: String },
 }
 
 /// What the STT reports.
@@ -140,6 +181,9 @@ pub enum Output {
     StartStt,
     /// The caller's turn ended: ask the STT for the final transcript.
     FinishStt,
+    /// Ask the brain about this turn; answer with [`Input::Decision`] and
+    /// the turn's id.
+    Ask(AgentTurn),
     /// A finished turn for the store. AI turns are recorded as heard: cut at
     /// a word boundary and `interrupted` when the caller barged in.
     Transcript {
@@ -154,8 +198,14 @@ pub enum Output {
         kind: TraceKind,
         json: serde_json::Value,
     },
-    /// The agent decided to hand the caller to a human.
+    /// The caller goes to a human: the agent decided so, or the machine did
+    /// when the agent did not answer in time (then as a logged escalation).
+    /// For a live transfer, dial and answer with [`Input::Transfer`].
     Handoff(HandoffRequest),
+    /// The live transfer connected: stop feeding audio and playing; the
+    /// machine's part of the call is over (only [`Input::Hangup`] is still
+    /// accepted).
+    Bridged,
     /// The call is over: hang up (unless the caller already did).
     Hangup(EndReason),
     /// Call [`Call::handle_input`] with [`Input::Timeout`] at this time.
@@ -171,6 +221,12 @@ pub enum TraceKind {
     /// End of caller speech → STT final → decision → first TTS frame → first
     /// frame played, in milliseconds.
     Latency,
+    /// The brain did not answer within [`Config::decision_timeout`].
+    DecisionTimeout,
+    /// A decision (or a pending ask) was dropped: the caller had moved on.
+    StaleDecision,
+    /// The result of a live transfer.
+    Transfer,
 }
 
 /// Why the call ended.
@@ -185,6 +241,8 @@ pub enum EndReason {
     Silence,
     /// The call reached [`Config::max_duration`].
     MaxDuration,
+    /// The brain stopped answering after a handoff was already under way.
+    AgentUnavailable,
 }
 
 /// Tuning of a [`Call`].
@@ -215,6 +273,15 @@ pub struct Config {
     pub max_duration_farewell: String,
     /// Said for a live transfer when the agent gave no words of its own.
     pub hold_message: String,
+    /// How long the brain may take over a turn before the machine
+    /// apologises and hands off as a logged escalation.
+    pub decision_timeout: Duration,
+    /// Said on that timeout; ends with the follow-up channel question.
+    pub decision_timeout_message: String,
+    /// Said when a live transfer fails; ends with the channel question.
+    pub transfer_failed_message: String,
+    /// Said before hanging up when the brain times out during a handoff.
+    pub agent_unavailable_farewell: String,
     pub vad: VadConfig,
 }
 
@@ -234,6 +301,16 @@ impl Default for Config {
             silence_farewell: "I can't hear anything, so I'll end the call now. Goodbye!".into(),
             max_duration_farewell: "We've reached the time limit for this call. Goodbye!".into(),
             hold_message: "Please hold while I connect you.".into(),
+            decision_timeout: Duration::from_secs(8),
+            decision_timeout_message: format!(
+                "Sorry, I'm having trouble answering right now. I'll pass this to our team so someone can follow up with you. {ASK_CHANNEL}"
+            ),
+            transfer_failed_message: format!(
+                "I couldn't reach anyone right now. I'll pass this to our team so someone can follow up with you. {ASK_CHANNEL}"
+            ),
+            agent_unavailable_farewell:
+                "Sorry, I'm having trouble right now. Someone from our team will review your call. Goodbye."
+                    .into(),
             vad: VadConfig::default(),
         }
     }

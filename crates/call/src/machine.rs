@@ -3,12 +3,15 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use switchboard_agent::{Agent, Decision, Said, TurnContext};
+use switchboard_agent::playbook::summarise;
+use switchboard_agent::{AgentTurn, Decision, HandoffRequest, TurnEvent, TurnId};
 use switchboard_media::{Frame, Level, FRAME_DURATION};
 use switchboard_model::{HandoffMode, Speaker, Timestamp};
 
 use crate::vad::Vad;
-use crate::{CallError, Config, EndReason, Generation, Input, Output, SttEvent, TraceKind};
+use crate::{
+    CallError, Config, EndReason, Generation, Input, Output, SttEvent, TraceKind, TransferResult,
+};
 
 /// Frames [`Call`] may emit in one go when the driver ticks late: the most
 /// that ever sits between the machine and RTP.
@@ -24,8 +27,14 @@ const ECHO_MEMORY_FRAMES: usize = 5;
 /// `handle_input(Input::Timeout(now))` no later than that deadline. Frames
 /// to play are released one per 20 ms as time passes, so the driver should
 /// also feed caller audio or timeouts at that pace while we speak.
-pub struct Call<A> {
-    agent: A,
+///
+/// After each caller turn it emits [`Output::Ask`] and waits for the
+/// brain's [`Input::Decision`] for that [`TurnId`]: the caller may talk
+/// again meanwhile (the decision is then held until their new turn ends:
+/// used if it was only noise, dropped as stale if they said something,
+/// which asks again), and after [`Config::decision_timeout`] the machine
+/// apologises and hands off as a logged escalation by itself.
+pub struct Call {
     config: Config,
     started: Instant,
     wall_start: Timestamp,
@@ -45,7 +54,34 @@ pub struct Call<A> {
     barge_frames: u32,
     turns: u32,
     time_limit_reached: bool,
+    /// The turn the brain is deciding.
+    pending: Option<PendingAsk>,
+    /// For the next [`AgentTurn`]: what the machine did on its own.
+    event: Option<TurnEvent>,
+    /// The live transfer under way (announced, waiting for its result).
+    transfer: Option<HandoffRequest>,
+    /// A handoff was made (by the agent or by the machine).
+    handed_off: bool,
+    /// The caller's first words, for a summary the machine writes itself.
+    first_question: Option<String>,
+    /// The latest turn whose decision was acted on.
+    last_applied: Option<TurnId>,
     outputs: VecDeque<Output>,
+}
+
+/// An [`Output::Ask`] waiting for its [`Input::Decision`].
+struct PendingAsk {
+    id: TurnId,
+    asked_at: Instant,
+    speech_end: Instant,
+    event: Option<TurnEvent>,
+    /// A decision that arrived while the caller was talking again (or while
+    /// early sentences play), with its arrival time.
+    held: Option<(Instant, Decision)>,
+    /// Early sentences started so far ([`Input::Sentence`]), in order.
+    early: Vec<String>,
+    /// Early sentences waiting for the one being said.
+    queue: VecDeque<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +98,12 @@ enum Phase {
     AwaitingFinal {
         since: Instant,
     },
+    /// The turn was asked ([`Call::pending`] is set); nobody is speaking.
+    AwaitingDecision,
     /// Live transfer under way: the driver dials and bridges.
     Holding,
+    /// The transfer connected: the caller talks to a person; our part is over.
+    Bridged,
     Ended,
 }
 
@@ -71,6 +111,8 @@ enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Then {
     Listen,
+    /// An early sentence: then the next one, or the decision.
+    AwaitDecision,
     Hold,
     Hangup(EndReason),
 }
@@ -107,11 +149,10 @@ struct Latency {
     first_tts: Option<Instant>,
 }
 
-impl<A: Agent> Call<A> {
+impl Call {
     /// Start a call answered at `now`: says the greeting.
-    pub fn new(agent: A, greeting: impl Into<String>, config: Config, now: Instant) -> Self {
+    pub fn new(greeting: impl Into<String>, config: Config, now: Instant) -> Self {
         let mut call = Call {
-            agent,
             vad: Vad::new(config.vad.clone()),
             config,
             started: now,
@@ -128,6 +169,12 @@ impl<A: Agent> Call<A> {
             barge_frames: 0,
             turns: 0,
             time_limit_reached: false,
+            pending: None,
+            event: None,
+            transfer: None,
+            handed_off: false,
+            first_question: None,
+            last_applied: None,
             outputs: VecDeque::new(),
         };
         let greeting = greeting.into();
@@ -144,11 +191,6 @@ impl<A: Agent> Call<A> {
         self
     }
 
-    /// The agent this call asks.
-    pub fn agent(&self) -> &A {
-        &self.agent
-    }
-
     /// The conversation so far, as heard.
     pub fn history(&self) -> &[(Speaker, String)] {
         &self.history
@@ -157,6 +199,17 @@ impl<A: Agent> Call<A> {
     /// Whether the call is over.
     pub fn is_ended(&self) -> bool {
         self.phase == Phase::Ended
+    }
+
+    /// Whether a live transfer connected: the caller talks to a person and
+    /// the machine only waits for the hangup.
+    pub fn is_bridged(&self) -> bool {
+        self.phase == Phase::Bridged
+    }
+
+    /// The turn whose decision the machine is waiting for.
+    pub fn awaiting_decision(&self) -> Option<TurnId> {
+        self.pending.as_ref().map(|p| p.id)
     }
 
     /// The generation of the words being spoken, if any.
@@ -172,6 +225,13 @@ impl<A: Agent> Call<A> {
         // time never goes backwards inside the machine.
         let now = input.now().max(self.now);
         self.now = now;
+        if self.phase == Phase::Bridged {
+            // The person has the caller now; only the end of the call matters.
+            if let Input::Hangup(_) = input {
+                self.end(EndReason::CallerHungUp);
+            }
+            return Ok(());
+        }
         match input {
             Input::Audio(_, frame) => self.handle_audio(now, frame),
             Input::Stt(_, event) => self.handle_stt(now, event),
@@ -182,6 +242,9 @@ impl<A: Agent> Call<A> {
                 }
             }
             Input::Dtmf(_, digit) => self.handle_dtmf(now, digit),
+            Input::Decision(_, id, decision) => self.handle_decision(now, id, decision),
+            Input::Sentence(_, id, text) => self.handle_sentence(now, id, text),
+            Input::Transfer(_, result) => self.handle_transfer(now, result),
             Input::Timeout(_) => {}
             Input::Hangup(_) => {
                 self.interrupt_speech(now);
@@ -207,7 +270,7 @@ impl<A: Agent> Call<A> {
         match self.phase {
             Phase::Speaking => {
                 let can_barge_in = self.speech.as_ref().is_some_and(|s| {
-                    s.then == Then::Listen
+                    matches!(s.then, Then::Listen | Then::AwaitDecision)
                         && s.first_play_at
                             .is_some_and(|t| now >= t + self.config.echo_guard)
                 });
@@ -226,7 +289,7 @@ impl<A: Agent> Call<A> {
                     }
                 }
             }
-            Phase::Listening { .. } => {
+            Phase::Listening { .. } | Phase::AwaitingDecision => {
                 let in_echo_tail = self
                     .last_play_at
                     .is_some_and(|t| now < t + self.config.echo_guard);
@@ -251,7 +314,7 @@ impl<A: Agent> Call<A> {
                     }
                 }
             }
-            Phase::AwaitingFinal { .. } | Phase::Holding | Phase::Ended => {}
+            Phase::AwaitingFinal { .. } | Phase::Holding | Phase::Bridged | Phase::Ended => {}
         }
     }
 
@@ -293,13 +356,18 @@ impl<A: Agent> Call<A> {
 
     fn handle_dtmf(&mut self, now: Instant, digit: char) {
         match self.phase {
-            Phase::Speaking if self.speech.as_ref().is_some_and(|s| s.then == Then::Listen) => {
+            Phase::Speaking
+                if self
+                    .speech
+                    .as_ref()
+                    .is_some_and(|s| matches!(s.then, Then::Listen | Then::AwaitDecision)) =>
+            {
                 self.barge_in(now);
                 self.start_caller_turn(now, false);
             }
-            Phase::Listening { .. } => self.start_caller_turn(now, false),
+            Phase::Listening { .. } | Phase::AwaitingDecision => self.start_caller_turn(now, false),
             Phase::CallerTurn | Phase::AwaitingFinal { .. } => {}
-            Phase::Speaking | Phase::Holding | Phase::Ended => return,
+            Phase::Speaking | Phase::Holding | Phase::Bridged | Phase::Ended => return,
         }
         let Some(turn) = self.caller.as_mut() else {
             return;
@@ -316,6 +384,8 @@ impl<A: Agent> Call<A> {
             self.time_limit_reached = true;
             self.interrupt_speech(now);
             self.caller = None;
+            self.pending = None;
+            self.transfer = None;
             let farewell = self.config.max_duration_farewell.clone();
             self.say(now, farewell, Then::Hangup(EndReason::MaxDuration), None);
         }
@@ -326,6 +396,14 @@ impl<A: Agent> Call<A> {
             }
             Phase::AwaitingFinal { since } if now >= since + self.config.stt_final_timeout => {
                 self.complete_caller_turn(now);
+            }
+            Phase::AwaitingDecision
+                if self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| now >= p.asked_at + self.config.decision_timeout) =>
+            {
+                self.decision_timed_out(now);
             }
             Phase::Listening { since } => {
                 if now >= self.silence_since + self.config.max_silence {
@@ -400,14 +478,41 @@ impl<A: Agent> Call<A> {
                 }
                 self.phase = Phase::Listening { since: now };
             }
+            Then::AwaitDecision => self.after_early_sentence(now),
             Then::Hold => self.phase = Phase::Holding,
             Then::Hangup(reason) => self.end(reason),
+        }
+    }
+
+    /// An early sentence was said: say the next, use the decision if it is
+    /// in, or wait for it.
+    fn after_early_sentence(&mut self, now: Instant) {
+        let Some(pending) = self.pending.as_mut() else {
+            self.phase = Phase::Listening { since: now };
+            return;
+        };
+        if let Some(next) = pending.queue.pop_front() {
+            pending.early.push(next.clone());
+            self.say(now, next, Then::AwaitDecision, None);
+            return;
+        }
+        match pending.held.take() {
+            Some((decided_at, decision)) => {
+                if let Some(pending) = self.pending.take() {
+                    self.apply_decision(now, decided_at, &pending, decision);
+                }
+            }
+            None => self.phase = Phase::AwaitingDecision,
         }
     }
 
     /// The caller talks over us: stop at once and take back anything not
     /// yet handed to the driver.
     fn barge_in(&mut self, now: Instant) {
+        if let Some(pending) = self.pending.as_mut() {
+            // The caller cut in: the rest of the early answer is stale.
+            pending.queue.clear();
+        }
         self.interrupt_speech(now);
         self.outputs.retain(|o| !matches!(o, Output::Play(_)));
     }
@@ -486,10 +591,10 @@ impl<A: Agent> Call<A> {
         }
     }
 
-    /// The turn's words are in: record them and ask the agent.
+    /// The turn's words are in: record them and ask the brain.
     fn complete_caller_turn(&mut self, now: Instant) {
         let Some(turn) = self.caller.take() else {
-            self.phase = Phase::Listening { since: now };
+            self.resume_after_turn(now);
             return;
         };
         let utterance = if turn.text.is_empty() {
@@ -500,10 +605,25 @@ impl<A: Agent> Call<A> {
         let speech_end = turn.last_input_at.unwrap_or(now);
         if utterance.is_empty() && turn.dtmf.is_empty() {
             // Noise, a cough: nothing to answer; the caller's silence goes on.
-            self.phase = Phase::Listening { since: now };
+            self.resume_after_turn(now);
             return;
         }
+        // The caller said more while the brain was deciding: what it decides
+        // no longer answers them. Ask again, with everything they said.
+        let mut event = self.event.take();
+        if let Some(stale) = self.pending.take() {
+            self.outputs.push_back(Output::Trace {
+                kind: TraceKind::StaleDecision,
+                json: serde_json::json!({
+                    "turn": stale.id,
+                    "why": "the caller spoke again before the decision was used",
+                    "decision_arrived": stale.held.is_some(),
+                }),
+            });
+            event = event.or(stale.event);
+        }
         self.turns += 1;
+        let id = TurnId::from(u64::from(self.turns));
         if !utterance.is_empty() {
             let started = turn.started_at.unwrap_or(speech_end);
             self.outputs.push_back(Output::Transcript {
@@ -513,50 +633,155 @@ impl<A: Agent> Call<A> {
                 ended_at: self.wall(speech_end),
                 interrupted: false,
             });
+            self.first_question.get_or_insert_with(|| utterance.clone());
         }
-        let decision = {
-            let history: Vec<Said<'_>> = self
-                .history
-                .iter()
-                .map(|(speaker, text)| Said {
-                    speaker: *speaker,
-                    text,
-                })
-                .collect();
-            let dtmf = (!turn.dtmf.is_empty()).then_some(turn.dtmf.as_str());
-            self.agent.respond(&TurnContext {
-                history: &history,
-                utterance: &utterance,
-                dtmf,
-                now: self.wall(now),
-            })
-        };
-        let mut said = utterance;
-        if let Some(dtmf) = (!turn.dtmf.is_empty()).then_some(&turn.dtmf) {
+        let dtmf = (!turn.dtmf.is_empty()).then_some(turn.dtmf);
+        let mut said = utterance.clone();
+        if let Some(dtmf) = &dtmf {
             said = if said.is_empty() {
                 format!("[keys {dtmf}]")
             } else {
                 format!("{said} [keys {dtmf}]")
             };
         }
+        let ask = AgentTurn {
+            id,
+            history: self.history.clone(),
+            utterance,
+            dtmf,
+            now: self.wall(now),
+            event: event.clone(),
+            last_applied: self.last_applied,
+        };
         self.history.push((Speaker::Caller, said));
+        self.pending = Some(PendingAsk {
+            id,
+            asked_at: now,
+            speech_end,
+            event,
+            held: None,
+            early: Vec::new(),
+            queue: VecDeque::new(),
+        });
+        self.phase = Phase::AwaitingDecision;
+        self.outputs.push_back(Output::Ask(ask));
+    }
+
+    /// A caller turn ended without words: go back to what we were doing.
+    fn resume_after_turn(&mut self, now: Instant) {
+        let held = self.pending.as_mut().and_then(|p| p.held.take());
+        match held {
+            Some((decided_at, decision)) => {
+                if let Some(pending) = self.pending.take() {
+                    self.apply_decision(now, decided_at, &pending, decision);
+                }
+            }
+            None if self.pending.is_some() => self.phase = Phase::AwaitingDecision,
+            None => self.phase = Phase::Listening { since: now },
+        }
+    }
+
+    fn handle_decision(&mut self, now: Instant, id: TurnId, decision: Decision) {
+        let awaited = self
+            .pending
+            .as_ref()
+            .filter(|p| p.held.is_none())
+            .map(|p| p.id);
+        if awaited != Some(id) {
+            self.outputs.push_back(Output::Trace {
+                kind: TraceKind::StaleDecision,
+                json: serde_json::json!({
+                    "turn": id,
+                    "awaiting": awaited,
+                    "why": "no longer waiting for a decision on that turn",
+                    "decision": decision.trace(),
+                }),
+            });
+            return;
+        }
+        match self.phase {
+            Phase::AwaitingDecision => {
+                if let Some(pending) = self.pending.take() {
+                    self.apply_decision(now, now, &pending, decision);
+                }
+            }
+            // The caller is talking again: keep it until we know whether
+            // they said something new. Or early sentences are playing:
+            // keep it until they are done.
+            Phase::CallerTurn | Phase::AwaitingFinal { .. } | Phase::Speaking => {
+                if let Some(pending) = self.pending.as_mut() {
+                    pending.held = Some((now, decision));
+                }
+            }
+            _ => self.pending = None,
+        }
+    }
+
+    fn handle_sentence(&mut self, now: Instant, id: TurnId, text: String) {
+        let text = text.trim().to_string();
+        let speaking_early = self
+            .speech
+            .as_ref()
+            .is_some_and(|s| s.then == Then::AwaitDecision);
+        let phase = self.phase;
+        let Some(pending) = self
+            .pending
+            .as_mut()
+            .filter(|p| p.id == id && p.held.is_none())
+        else {
+            return; // a superseded turn, or the decision is already in
+        };
+        if text.is_empty() {
+            return;
+        }
+        match phase {
+            Phase::AwaitingDecision => {
+                let latency = pending.early.is_empty().then_some(Latency {
+                    speech_end: pending.speech_end,
+                    stt_final: pending.asked_at,
+                    decision: now,
+                    first_tts: None,
+                });
+                pending.early.push(text.clone());
+                self.say(now, text, Then::AwaitDecision, latency);
+            }
+            Phase::Speaking if speaking_early => pending.queue.push_back(text),
+            // The caller is talking: whatever they say next decides.
+            _ => {}
+        }
+    }
+
+    fn apply_decision(
+        &mut self,
+        now: Instant,
+        decided_at: Instant,
+        pending: &PendingAsk,
+        decision: Decision,
+    ) {
+        self.last_applied = Some(pending.id);
         if let Ok(json) = serde_json::to_value(decision.trace()) {
             self.outputs.push_back(Output::Trace {
                 kind: TraceKind::Decision,
                 json,
             });
         }
-        let latency = Latency {
-            speech_end,
-            stt_final: now,
-            decision: now,
+        // Early sentences already carried the latency and part of the words.
+        let early = pending.early.join(" ");
+        let latency = early.is_empty().then_some(Latency {
+            speech_end: pending.speech_end,
+            stt_final: pending.asked_at,
+            decision: decided_at,
             first_tts: None,
-        };
+        });
         let (text, then) = match decision {
             Decision::Reply { say, .. } | Decision::Collect { say, .. } => (say, Then::Listen),
             Decision::Handoff { handoff, say, .. } => {
+                self.handed_off = true;
                 let then = match handoff.mode {
-                    HandoffMode::LiveTransfer => Then::Hold,
+                    HandoffMode::LiveTransfer => {
+                        self.transfer = Some(handoff.clone());
+                        Then::Hold
+                    }
                     HandoffMode::LoggedEscalation => Then::Listen,
                 };
                 let say = if say.is_empty() && then == Then::Hold {
@@ -571,7 +796,110 @@ impl<A: Agent> Call<A> {
                 reason, farewell, ..
             } => (farewell, Then::Hangup(EndReason::Agent(reason))),
         };
-        self.say(now, text, then, Some(latency));
+        if early.is_empty() {
+            self.say(now, text, then, latency);
+            return;
+        }
+        // An agent that broke the contract gets its whole answer said.
+        let rest = text
+            .strip_prefix(early.as_str())
+            .map_or(text.as_str(), str::trim)
+            .to_string();
+        if !rest.is_empty() {
+            self.say(now, rest, then, None);
+            return;
+        }
+        match then {
+            Then::Listen | Then::AwaitDecision => {
+                self.silence_since = now;
+                self.phase = Phase::Listening { since: now };
+            }
+            Then::Hold => self.phase = Phase::Holding,
+            Then::Hangup(reason) => self.end(reason),
+        }
+    }
+
+    /// The brain did not answer in time: apologise and hand off as a logged
+    /// escalation, or, when a handoff is already under way, give up politely.
+    fn decision_timed_out(&mut self, now: Instant) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        self.outputs.push_back(Output::Trace {
+            kind: TraceKind::DecisionTimeout,
+            json: serde_json::json!({
+                "turn": pending.id,
+                "waited_ms": now.saturating_duration_since(pending.asked_at).as_millis() as u64,
+                "then": if self.handed_off { "hang up" } else { "logged escalation" },
+            }),
+        });
+        if self.handed_off {
+            let farewell = self.config.agent_unavailable_farewell.clone();
+            self.say(
+                now,
+                farewell,
+                Then::Hangup(EndReason::AgentUnavailable),
+                None,
+            );
+            return;
+        }
+        let reason = "The AI did not answer in time".to_string();
+        let handoff = HandoffRequest {
+            summary: summarise(self.first_question.as_deref(), &reason, "not given yet"),
+            reason,
+            mode: HandoffMode::LoggedEscalation,
+        };
+        self.handed_off = true;
+        self.outputs.push_back(Output::Handoff(handoff.clone()));
+        self.event = Some(TurnEvent::DecisionTimedOut { handoff });
+        let say = self.config.decision_timeout_message.clone();
+        self.say(now, say, Then::Listen, None);
+    }
+
+    fn handle_transfer(&mut self, now: Instant, result: TransferResult) {
+        let Some(handoff) = self.transfer.take() else {
+            self.outputs.push_back(Output::Trace {
+                kind: TraceKind::Transfer,
+                json: serde_json::json!({
+                    "result": transfer_result_name(&result),
+                    "ignored": "no live transfer under way",
+                }),
+            });
+            return;
+        };
+        match result {
+            TransferResult::Connected => {
+                self.interrupt_speech(now);
+                self.outputs.retain(|o| !matches!(o, Output::Play(_)));
+                self.caller = None;
+                self.pending = None;
+                self.outputs.push_back(Output::Trace {
+                    kind: TraceKind::Transfer,
+                    json: serde_json::json!({ "result": "connected" }),
+                });
+                self.outputs.push_back(Output::Bridged);
+                self.phase = Phase::Bridged;
+            }
+            TransferResult::Failed { reason } => {
+                self.outputs.push_back(Output::Trace {
+                    kind: TraceKind::Transfer,
+                    json: serde_json::json!({
+                        "result": "failed",
+                        "reason": reason,
+                        "then": "logged escalation",
+                    }),
+                });
+                self.caller = None;
+                self.pending = None;
+                let handoff = HandoffRequest {
+                    mode: HandoffMode::LoggedEscalation,
+                    ..handoff
+                };
+                self.event = Some(TurnEvent::TransferFailed { handoff, reason });
+                let say = self.config.transfer_failed_message.clone();
+                self.say(now, say, Then::Listen, None);
+            }
+        }
     }
 
     fn say(&mut self, now: Instant, text: String, then: Then, latency: Option<Latency>) {
@@ -603,6 +931,8 @@ impl<A: Agent> Call<A> {
     fn end(&mut self, reason: EndReason) {
         self.speech = None;
         self.caller = None;
+        self.pending = None;
+        self.transfer = None;
         self.outputs.retain(|o| !matches!(o, Output::Play(_)));
         self.outputs.push_back(Output::Hangup(reason));
         self.phase = Phase::Ended;
@@ -621,7 +951,7 @@ impl<A: Agent> Call<A> {
 
     fn next_deadline(&self) -> Instant {
         let far = self.now + Duration::from_secs(3600);
-        if self.phase == Phase::Ended {
+        if matches!(self.phase, Phase::Ended | Phase::Bridged) {
             return far;
         }
         let mut deadline = far;
@@ -646,6 +976,11 @@ impl<A: Agent> Call<A> {
             }
             Phase::AwaitingFinal { since } => {
                 deadline = deadline.min(since + self.config.stt_final_timeout);
+            }
+            Phase::AwaitingDecision => {
+                if let Some(pending) = &self.pending {
+                    deadline = deadline.min(pending.asked_at + self.config.decision_timeout);
+                }
             }
             Phase::Listening { since } => {
                 deadline = deadline
@@ -680,6 +1015,13 @@ fn latency_trace(turn: u32, l: &Latency, first_play: Instant) -> Output {
             "first_tts_to_first_play_ms": ms(first_tts, first_play),
             "speech_end_to_first_play_ms": ms(l.speech_end, first_play),
         }),
+    }
+}
+
+fn transfer_result_name(result: &TransferResult) -> &'static str {
+    match result {
+        TransferResult::Connected => "connected",
+        TransferResult::Failed { .. } => "failed",
     }
 }
 
@@ -726,7 +1068,9 @@ fn ends_with_number(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_agent::{EndReason as AgentEndReason, HandoffRequest, Rule, TraceInfo};
+    use switchboard_agent::{
+        Agent, EndReason as AgentEndReason, HandoffRequest, Rule, TraceInfo, TurnContext,
+    };
 
     const TICK: Duration = FRAME_DURATION;
 
@@ -743,6 +1087,8 @@ mod tests {
                 .push((ctx.utterance.to_string(), ctx.dtmf.map(str::to_string)));
             self.replies.pop_front().unwrap_or_else(|| reply("Okay."))
         }
+
+        fn fall_back_to_escalation(&mut self, _handoff: &HandoffRequest) {}
     }
 
     fn trace() -> TraceInfo {
@@ -756,6 +1102,7 @@ mod tests {
             phrase: None,
             repeats: None,
             no_match_streak: 0,
+            llm: None,
         }
     }
 
@@ -793,7 +1140,12 @@ mod tests {
     /// A call on virtual time with a fake TTS (all frames at once) and a fake
     /// STT (answers `FinishStt` with the next scripted final).
     struct Sim {
-        call: Call<ScriptedAgent>,
+        call: Call,
+        agent: ScriptedAgent,
+        /// Asks the agent has not answered yet (all of them when `manual`).
+        asks: VecDeque<AgentTurn>,
+        /// Leave asks for the test to answer instead of answering at once.
+        manual: bool,
         t0: Instant,
         now: Instant,
         tts_frames: usize,
@@ -809,6 +1161,7 @@ mod tests {
         TtsFrame(Generation),
         TtsDone(Generation),
         Final,
+        Decide(AgentTurn),
     }
 
     impl Sim {
@@ -822,10 +1175,13 @@ mod tests {
                 replies: replies.into(),
                 heard: Vec::new(),
             };
-            let call = Call::new(agent, "Hello, Acme Dental.", config, t0)
+            let call = Call::new("Hello, Acme Dental.", config, t0)
                 .with_wall_clock(Timestamp::from_millis(1_000_000));
             let mut sim = Sim {
                 call,
+                agent,
+                asks: VecDeque::new(),
+                manual: false,
                 t0,
                 now: t0,
                 tts_frames,
@@ -866,6 +1222,14 @@ mod tests {
                         follow_ups.push(FollowUp::Final);
                         self.log.push((self.now, output));
                     }
+                    Output::Ask(turn) => {
+                        if self.manual {
+                            self.asks.push_back(turn.clone());
+                        } else {
+                            follow_ups.push(FollowUp::Decide(turn.clone()));
+                        }
+                        self.log.push((self.now, Output::Ask(turn)));
+                    }
                     other => self.log.push((self.now, other)),
                 }
             }
@@ -883,6 +1247,10 @@ mod tests {
                             confidence: 0.9,
                         };
                         self.feed(Input::Stt(now, event));
+                    }
+                    FollowUp::Decide(turn) => {
+                        let decision = self.agent.answer(&turn);
+                        self.feed(Input::Decision(now, turn.id, decision));
                     }
                 }
             }
@@ -911,6 +1279,25 @@ mod tests {
                 .iter()
                 .filter_map(|(_, o)| match o {
                     Output::Say { generation, text } => Some((*generation, text.clone())),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// The agent answers the oldest unanswered ask now.
+        fn decide(&mut self) -> TurnId {
+            let turn = self.asks.pop_front().expect("an ask to answer");
+            let decision = self.agent.answer(&turn);
+            let now = self.now;
+            self.feed(Input::Decision(now, turn.id, decision));
+            turn.id
+        }
+
+        fn traces(&self, kind: TraceKind) -> Vec<serde_json::Value> {
+            self.log
+                .iter()
+                .filter_map(|(_, o)| match o {
+                    Output::Trace { kind: k, json } if *k == kind => Some(json.clone()),
                     _ => None,
                 })
                 .collect()
@@ -980,7 +1367,7 @@ mod tests {
             "{waited:?}"
         );
         assert_eq!(
-            sim.call.agent().heard,
+            sim.agent.heard,
             vec![("When do you open?".to_string(), None)]
         );
         assert_eq!(sim.says()[1].1, "We open at nine.");
@@ -1151,10 +1538,7 @@ mod tests {
             sim.feed(Input::Dtmf(now, key));
             sim.tick(&Frame::silence());
         }
-        assert_eq!(
-            sim.call.agent().heard,
-            vec![(String::new(), Some("42#".into()))]
-        );
+        assert_eq!(sim.agent.heard, vec![(String::new(), Some("42#".into()))]);
         assert_eq!(sim.says()[1].1, "Thanks.");
     }
 
@@ -1287,7 +1671,7 @@ mod tests {
     #[test]
     fn a_slow_tts_neither_spins_the_driver_nor_ends_the_utterance() {
         let t0 = Instant::now();
-        let mut call = Call::new(ScriptedAgent::default(), "Hi", Config::default(), t0);
+        let mut call = Call::new("Hi", Config::default(), t0);
         let generation = match call.poll_output() {
             Output::Say { generation, .. } => generation,
             other => panic!("expected the greeting, got {other:?}"),
@@ -1318,6 +1702,409 @@ mod tests {
         assert_eq!(heard_prefix(text, 0.5), "Our opening hours");
         assert_eq!(heard_prefix("Hello", 0.5), "");
         assert_eq!(heard_prefix("héllo wörld again", 0.7), "héllo wörld");
+    }
+
+    fn live_handoff() -> Decision {
+        Decision::Handoff {
+            handoff: HandoffRequest {
+                reason: "caller asked for a person".into(),
+                summary: "Caller asked: a person.".into(),
+                mode: HandoffMode::LiveTransfer,
+            },
+            say: "Let me connect you. Please hold.".into(),
+            trace: trace(),
+        }
+    }
+
+    fn asks(sim: &Sim) -> Vec<AgentTurn> {
+        sim.log
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Output::Ask(turn) => Some(turn.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_decision_arrives_when_it_arrives_and_latency_counts_the_wait() {
+        let mut sim = Sim::new(vec![reply("We open at nine.")]);
+        sim.manual = true;
+        sim.ticks(15, &Frame::silence());
+        sim.caller_says("When do you open?", 20);
+        assert_eq!(sim.call.awaiting_decision(), Some(TurnId::from(1)));
+        let ask = sim.asks[0].clone();
+        assert_eq!(ask.utterance, "When do you open?");
+        assert_eq!(
+            ask.history,
+            vec![(Speaker::Ai, "Hello, Acme Dental.".into())]
+        );
+        assert!(ask.now.as_millis() > 1_000_000);
+        // Nobody talks while the brain thinks: no reprompt, no timeout yet.
+        sim.ticks(15, &Frame::silence());
+        assert_eq!(sim.says().len(), 1);
+        let asked_at = sim.first(|o| matches!(o, Output::Ask(_))).expect("asked");
+        sim.decide();
+        let waited = (sim.now - asked_at).as_millis() as u64;
+        assert!(waited >= 300);
+        assert_eq!(sim.call.awaiting_decision(), None);
+        sim.ticks(15, &Frame::silence());
+        assert_eq!(sim.says()[1].1, "We open at nine.");
+        let latency = &sim.traces(TraceKind::Latency)[0];
+        assert_eq!(latency["stt_final_to_decision_ms"], waited, "{latency}");
+    }
+
+    #[test]
+    fn caller_speaking_again_while_waiting_supersedes_the_late_decision() {
+        let mut sim = Sim::new(vec![reply("We open at nine."), reply("Saturdays too.")]);
+        sim.manual = true;
+        sim.ticks(15, &Frame::silence());
+        sim.caller_says("When do you open?", 20);
+        // The caller goes on before the brain has answered…
+        sim.finals.push_back("and on Saturdays?".into());
+        sim.ticks(10, &voice());
+        // …and the answer to the first part arrives while they talk: held.
+        assert_eq!(sim.decide(), TurnId::from(1));
+        assert_eq!(sim.says().len(), 1, "nothing said over the caller");
+        sim.run_for(Duration::from_millis(700), &Frame::silence());
+        // They said something new: the held answer is stale, ask again.
+        let stale = sim.traces(TraceKind::StaleDecision);
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0]["turn"], 1);
+        assert_eq!(stale[0]["decision_arrived"], true);
+        let ask = sim.asks.front().expect("a second ask").clone();
+        assert_eq!(ask.id, TurnId::from(2));
+        assert_eq!(ask.last_applied, None, "turn 1's decision was dropped");
+        assert_eq!(ask.utterance, "and on Saturdays?");
+        assert_eq!(
+            ask.history.last(),
+            Some(&(Speaker::Caller, "When do you open?".to_string()))
+        );
+        sim.decide();
+        sim.ticks(15, &Frame::silence());
+        let texts: Vec<String> = sim.says().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(texts, ["Hello, Acme Dental.", "Saturdays too."]);
+    }
+
+    #[test]
+    fn noise_while_waiting_keeps_the_held_decision() {
+        let mut sim = Sim::new(vec![reply("We open at nine.")]);
+        sim.manual = true;
+        sim.ticks(15, &Frame::silence());
+        sim.caller_says("When do you open?", 20);
+        sim.finals.push_back(String::new()); // a cough: the STT hears nothing
+        sim.ticks(5, &voice());
+        sim.decide();
+        sim.run_for(Duration::from_millis(700), &Frame::silence());
+        assert_eq!(asks(&sim).len(), 1, "not asked again");
+        assert_eq!(sim.says()[1].1, "We open at nine.");
+        assert!(sim.traces(TraceKind::StaleDecision).is_empty());
+    }
+
+    #[test]
+    fn early_sentences_are_said_while_the_decision_streams_in() {
+        let mut sim = Sim::new(vec![]);
+        sim.manual = true;
+        sim.ticks(15, &Frame::silence());
+        sim.caller_says("When do you open?", 20);
+        let id = sim.call.awaiting_decision().expect("waiting");
+        let now = sim.now;
+        sim.feed(Input::Sentence(now, id, "We open at nine.".into()));
+        assert_eq!(
+            sim.says().last().map(|(_, t)| t.as_str()),
+            Some("We open at nine.")
+        );
+        sim.ticks(3, &Frame::silence());
+        let now = sim.now;
+        sim.feed(Input::Sentence(now, id, "Saturdays at ten.".into()));
+        // The whole answer arrives while the first sentence still plays.
+        sim.feed(Input::Decision(
+            now,
+            id,
+            reply("We open at nine. Saturdays at ten. Anything else?"),
+        ));
+        assert_eq!(sim.says().len(), 2, "one sentence at a time");
+        sim.ticks(40, &Frame::silence());
+        let texts: Vec<String> = sim.says().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(
+            texts,
+            [
+                "Hello, Acme Dental.",
+                "We open at nine.",
+                "Saturdays at ten.",
+                "Anything else?"
+            ]
+        );
+        assert_eq!(sim.call.awaiting_decision(), None);
+        assert_eq!(sim.traces(TraceKind::Latency).len(), 1);
+        assert_eq!(sim.traces(TraceKind::Decision).len(), 1);
+        let ai: Vec<String> = sim
+            .transcripts()
+            .into_iter()
+            .filter(|(s, _, _)| *s == Speaker::Ai)
+            .map(|(_, t, _)| t)
+            .collect();
+        assert_eq!(ai.len(), 4);
+        // Back to the caller: reprompts run again.
+        sim.run_for(Duration::from_secs(8), &Frame::silence());
+        assert_eq!(
+            sim.says().last().map(|(_, t)| t.clone()),
+            Some(Config::default().reprompt)
+        );
+    }
+
+    #[test]
+    fn a_decision_that_only_repeats_the_early_sentences_says_nothing_more() {
+        let mut sim = Sim::new(vec![]);
+        sim.manual = true;
+        sim.ticks(15, &Frame::silence());
+        sim.caller_says("When do you open?", 20);
+        let id = sim.call.awaiting_decision().expect("waiting");
+        let now = sim.now;
+        sim.feed(Input::Sentence(now, id, "We open at nine.".into()));
+        sim.ticks(20, &Frame::silence());
+        let now = sim.now;
+        sim.feed(Input::Decision(now, id, reply("We open at nine.")));
+        sim.ticks(5, &Frame::silence());
+        assert_eq!(sim.says().len(), 2);
+        assert_eq!(sim.call.awaiting_decision(), None);
+        assert!(sim.call.speaking().is_none());
+        // A late sentence for that turn changes nothing.
+        let now = sim.now;
+        sim.feed(Input::Sentence(now, id, "Stale.".into()));
+        assert_eq!(sim.says().len(), 2);
+    }
+
+    #[test]
+    fn barging_into_early_sentences_drops_the_rest() {
+        let mut sim = Sim::with_config(vec![], Config::default(), 40);
+        sim.manual = true;
+        sim.ticks(60, &Frame::silence());
+        sim.caller_says("When do you open?", 20);
+        let id = sim.call.awaiting_decision().expect("waiting");
+        let now = sim.now;
+        sim.feed(Input::Sentence(now, id, "We open at nine.".into()));
+        sim.feed(Input::Sentence(now, id, "Saturdays at ten.".into()));
+        sim.ticks(15, &Frame::silence());
+        sim.finals.push_back("what about Sunday?".into());
+        sim.ticks(10, &voice());
+        assert!(sim
+            .log
+            .iter()
+            .any(|(_, o)| matches!(o, Output::CancelSpeech { .. })));
+        sim.feed(Input::Decision(
+            sim.now,
+            id,
+            reply("We open at nine. Saturdays at ten."),
+        ));
+        sim.run_for(Duration::from_millis(700), &Frame::silence());
+        let texts: Vec<String> = sim.says().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        let ask = sim.asks.back().expect("asked again");
+        assert_eq!(ask.utterance, "what about Sunday?");
+        assert_eq!(ask.id, TurnId::from(2));
+    }
+
+    #[test]
+    fn hangup_while_waiting_ends_the_call_and_the_decision_is_refused() {
+        let mut sim = Sim::new(vec![]);
+        sim.manual = true;
+        sim.ticks(15, &Frame::silence());
+        sim.caller_says("When do you open?", 20);
+        let id = sim.call.awaiting_decision().expect("waiting");
+        let now = sim.now;
+        sim.feed(Input::Hangup(now));
+        assert!(sim.call.is_ended());
+        assert!(matches!(
+            sim.log.last(),
+            Some((_, Output::Hangup(EndReason::CallerHungUp)))
+        ));
+        assert!(matches!(
+            sim.call
+                .handle_input(Input::Decision(now, id, reply("Too late."))),
+            Err(CallError::Ended)
+        ));
+    }
+
+    #[test]
+    fn keys_while_waiting_start_a_new_turn() {
+        let mut sim = Sim::new(vec![reply("Which option?"), reply("Option two.")]);
+        sim.manual = true;
+        sim.ticks(15, &Frame::silence());
+        sim.caller_says("I need help", 20);
+        let now = sim.now;
+        sim.feed(Input::Dtmf(now, '2'));
+        sim.feed(Input::Dtmf(now, '#'));
+        let asks = asks(&sim);
+        assert_eq!(asks.len(), 2);
+        assert_eq!(asks[1].dtmf.as_deref(), Some("2#"));
+        assert_eq!(sim.traces(TraceKind::StaleDecision)[0]["turn"], 1);
+        sim.asks.pop_front();
+        sim.decide();
+        sim.ticks(15, &Frame::silence());
+        assert_eq!(sim.says()[1].1, "Which option?");
+    }
+
+    #[test]
+    fn stale_and_unexpected_decisions_are_dropped_with_a_trace() {
+        let mut sim = Sim::new(vec![]);
+        sim.ticks(15, &Frame::silence());
+        let now = sim.now;
+        sim.feed(Input::Decision(
+            now,
+            TurnId::from(7),
+            reply("Out of the blue."),
+        ));
+        sim.feed(Input::Transfer(now, TransferResult::Connected));
+        sim.ticks(5, &Frame::silence());
+        assert_eq!(sim.says().len(), 1);
+        assert!(!sim.call.is_bridged());
+        let stale = sim.traces(TraceKind::StaleDecision);
+        assert_eq!(stale[0]["turn"], 7);
+        assert_eq!(stale[0]["awaiting"], serde_json::Value::Null);
+        assert_eq!(
+            sim.traces(TraceKind::Transfer)[0]["ignored"],
+            "no live transfer under way"
+        );
+    }
+
+    #[test]
+    fn decision_timeout_apologises_and_escalates_then_gives_up() {
+        let config = Config::default();
+        let mut sim = Sim::new(vec![]);
+        sim.manual = true;
+        sim.ticks(15, &Frame::silence());
+        sim.caller_says("Do you sell pizza?", 20);
+        let asked_at = sim.first(|o| matches!(o, Output::Ask(_))).expect("asked");
+        sim.run_for(Duration::from_secs(9), &Frame::silence());
+
+        let timeouts = sim.traces(TraceKind::DecisionTimeout);
+        assert_eq!(timeouts.len(), 1);
+        assert_eq!(timeouts[0]["then"], "logged escalation");
+        let apology_at = sim
+            .first(|o| matches!(o, Output::Say { text, .. } if *text == config.decision_timeout_message))
+            .expect("apology said");
+        assert_eq!(apology_at - asked_at, config.decision_timeout);
+        let handoff = sim
+            .log
+            .iter()
+            .find_map(|(_, o)| match o {
+                Output::Handoff(h) => Some(h.clone()),
+                _ => None,
+            })
+            .expect("handed off");
+        assert_eq!(handoff.mode, HandoffMode::LoggedEscalation);
+        assert!(handoff
+            .summary
+            .starts_with("Caller asked: Do you sell pizza?"));
+
+        // The late answer is dropped.
+        sim.decide();
+        assert_eq!(sim.traces(TraceKind::StaleDecision).len(), 1);
+        assert_eq!(sim.says().len(), 2);
+
+        // The caller's answer to the channel question tells the agent.
+        sim.caller_says("email please", 20);
+        let ask = sim.asks.front().expect("asked").clone();
+        assert_eq!(
+            ask.event,
+            Some(TurnEvent::DecisionTimedOut {
+                handoff: handoff.clone()
+            })
+        );
+        // Silent again: this time the machine says goodbye and hangs up.
+        sim.run_for(Duration::from_secs(9), &Frame::silence());
+        assert_eq!(
+            sim.says().last().map(|(_, t)| t.clone()),
+            Some(config.agent_unavailable_farewell)
+        );
+        assert!(matches!(
+            sim.log.last(),
+            Some((_, Output::Hangup(EndReason::AgentUnavailable)))
+        ));
+    }
+
+    #[test]
+    fn connected_transfer_stops_our_audio_for_good() {
+        let mut sim = Sim::new(vec![live_handoff()]);
+        sim.ticks(15, &Frame::silence());
+        sim.caller_says("a person please", 20);
+        sim.ticks(15, &Frame::silence());
+        assert_eq!(sim.says()[1].1, "Let me connect you. Please hold.");
+        assert_eq!(sim.call.speaking(), None, "hold message played");
+        let now = sim.now;
+        sim.feed(Input::Transfer(now, TransferResult::Connected));
+        assert!(sim.call.is_bridged());
+        assert!(sim.log.iter().any(|(_, o)| *o == Output::Bridged));
+        assert_eq!(sim.traces(TraceKind::Transfer)[0]["result"], "connected");
+        let played = sim.played.len();
+        let logged = sim.log.len();
+        sim.run_for(Duration::from_secs(60), &voice());
+        assert_eq!(sim.played.len(), played, "nothing played after the bridge");
+        assert_eq!(sim.log.len(), logged, "no output after the bridge");
+        let now = sim.now;
+        sim.feed(Input::Hangup(now));
+        assert!(sim.call.is_ended());
+        assert!(matches!(
+            sim.log.last(),
+            Some((_, Output::Hangup(EndReason::CallerHungUp)))
+        ));
+    }
+
+    #[test]
+    fn connected_during_the_hold_message_cuts_it() {
+        let mut sim = Sim::with_config(vec![live_handoff()], Config::default(), 50);
+        sim.ticks(60, &Frame::silence());
+        sim.caller_says("a person please", 20);
+        assert!(sim.call.speaking().is_some());
+        let now = sim.now;
+        sim.feed(Input::Transfer(now, TransferResult::Connected));
+        assert!(sim
+            .log
+            .iter()
+            .any(|(_, o)| matches!(o, Output::CancelSpeech { .. })));
+        sim.ticks(10, &Frame::silence());
+        assert!(sim.played.iter().all(|(t, _)| *t <= now));
+    }
+
+    #[test]
+    fn failed_transfer_tells_the_caller_and_asks_as_an_escalation() {
+        let config = Config::default();
+        let mut sim = Sim::new(vec![live_handoff()]);
+        sim.ticks(15, &Frame::silence());
+        sim.caller_says("a person please", 20);
+        sim.run_for(Duration::from_secs(20), &Frame::silence());
+        assert_eq!(sim.says().len(), 2, "holding quietly");
+        let now = sim.now;
+        sim.feed(Input::Transfer(
+            now,
+            TransferResult::Failed {
+                reason: "busy".into(),
+            },
+        ));
+        assert_eq!(
+            sim.says().last().map(|(_, t)| t.clone()),
+            Some(config.transfer_failed_message)
+        );
+        let transfer = &sim.traces(TraceKind::Transfer)[0];
+        assert_eq!(transfer["result"], "failed");
+        assert_eq!(transfer["reason"], "busy");
+        sim.ticks(15, &Frame::silence());
+        sim.caller_says("a callback", 20);
+        let ask = asks(&sim).pop().expect("asked");
+        let Some(TurnEvent::TransferFailed { handoff, reason }) = ask.event else {
+            panic!("expected the transfer failure on the ask: {:?}", ask.event);
+        };
+        assert_eq!(reason, "busy");
+        assert_eq!(handoff.mode, HandoffMode::LoggedEscalation);
+        assert_eq!(handoff.reason, "caller asked for a person");
+        // Only that turn carries it.
+        sim.ticks(15, &Frame::silence());
+        sim.caller_says("yes", 20);
+        let all = asks(&sim);
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(all[2].event, None);
+        assert_eq!(all[2].last_applied, Some(TurnId::from(2)));
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! A whole call on virtual time: the real playbook agent behind the call
-//! machine, a scripted caller (loud tone = speech, zeros = silence), a fake
+//! A whole call on virtual time: the real playbook agent answering the call
+//! machine's asks at once (as a driver does for a synchronous brain), a
+//! scripted caller (loud tone = speech, zeros = silence), a fake
 //! STT that answers `FinishStt` with the caller's scripted words and a fake
 //! TTS that delivers two frames per word of every `Say` at once.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use switchboard_agent::PlaybookAgent;
-use switchboard_call::{Call, Config, Generation, Input, Output, SttEvent, TraceKind};
+use switchboard_agent::{Agent, ContactPoint, EndReason as AgentEndReason, PlaybookAgent};
+use switchboard_call::{
+    Call, Config, EndReason, Generation, Input, Output, SttEvent, TraceKind, TransferResult,
+};
 use switchboard_media::{Frame, FRAME_DURATION};
-use switchboard_model::{AgentInput, HandoffMode, Region, Speaker, Timestamp};
+use switchboard_model::{
+    AgentInput, HandoffMode, PreferredChannel, Region, Speaker, Timestamp, E164,
+};
 
 const INSTRUCTIONS: &str = "\
 You are the receptionist of Acme Dental. Be brief and friendly.
@@ -28,7 +33,8 @@ fn square(amplitude: i16) -> Frame {
 }
 
 struct World {
-    call: Call<PlaybookAgent>,
+    call: Call,
+    agent: PlaybookAgent,
     now: Instant,
     /// What the STT will hear for the next caller turns.
     finals: VecDeque<String>,
@@ -39,6 +45,10 @@ struct World {
 
 impl World {
     fn start() -> Self {
+        Self::with_caller_id(None)
+    }
+
+    fn with_caller_id(caller_id: Option<&E164>) -> Self {
         let spec = AgentInput {
             name: "Acme front desk".into(),
             instructions: Some(INSTRUCTIONS.into()),
@@ -48,12 +58,13 @@ impl World {
         }
         .validate(Region::default())
         .expect("valid agent");
-        let agent = PlaybookAgent::new(&spec, None);
+        let agent = PlaybookAgent::new(&spec, caller_id);
         let now = Instant::now();
-        let call = Call::new(agent, spec.greeting, Config::default(), now)
+        let call = Call::new(spec.greeting, Config::default(), now)
             .with_wall_clock(Timestamp::from_millis(1_700_000_000_000));
         let mut world = World {
             call,
+            agent,
             now,
             finals: VecDeque::new(),
             played: Vec::new(),
@@ -73,6 +84,7 @@ impl World {
     fn drain(&mut self) {
         let mut tts = Vec::new();
         let mut finish = false;
+        let mut decisions = Vec::new();
         loop {
             match self.call.poll_output() {
                 Output::Timeout(_) => break,
@@ -90,10 +102,17 @@ impl World {
                     finish = true;
                     self.outputs.push((self.now, Output::FinishStt));
                 }
+                Output::Ask(turn) => {
+                    decisions.push((turn.id, self.agent.answer(&turn)));
+                    self.outputs.push((self.now, Output::Ask(turn)));
+                }
                 other => self.outputs.push((self.now, other)),
             }
         }
         let now = self.now;
+        for (id, decision) in decisions {
+            self.feed(Input::Decision(now, id, decision));
+        }
         for (generation, frames) in tts {
             let tone = square(4000 + generation.value() as i16);
             for _ in 0..frames {
@@ -236,4 +255,73 @@ fn a_caller_asks_interrupts_and_is_transferred() {
         })
         .count();
     assert_eq!(latencies, 2);
+}
+
+#[test]
+fn a_failed_transfer_becomes_a_logged_escalation_to_the_end() {
+    let voice = square(16_000);
+    let silence = Frame::silence();
+    let caller = E164::parse("+14155550123", Region::default()).expect("valid number");
+    let mut world = World::with_caller_id(Some(&caller));
+    world.ticks(100, &silence);
+
+    world.finals.push_back("Can I speak to a person?".into());
+    world.ticks(30, &voice);
+    world.ticks(200, &silence);
+    assert!(
+        world.says()[1].contains("connect you"),
+        "{:?}",
+        world.says()
+    );
+
+    // The handoff number is busy.
+    let now = world.now;
+    world.feed(Input::Transfer(
+        now,
+        TransferResult::Failed {
+            reason: "busy".into(),
+        },
+    ));
+    assert!(world.says()[2].starts_with("I couldn't reach anyone right now."));
+    world.ticks(200, &silence);
+
+    // The follow-up dialogue: channel, then the number they call from.
+    for answer in ["A callback please", "yes"] {
+        world.finals.push_back(answer.into());
+        world.ticks(30, &voice);
+        world.ticks(300, &silence);
+    }
+    assert!(world.call.is_ended(), "{:?}", world.says());
+    let end = world
+        .outputs
+        .iter()
+        .find_map(|(_, o)| match o {
+            Output::Hangup(reason) => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("hung up");
+    let EndReason::Agent(AgentEndReason::Escalated { handoff, follow_up }) = end else {
+        panic!("expected an escalation, got {end:?}");
+    };
+    assert_eq!(handoff.mode, HandoffMode::LoggedEscalation);
+    let follow_up = follow_up.expect("a follow-up");
+    assert_eq!(follow_up.channel, PreferredChannel::Callback);
+    assert_eq!(follow_up.contact, ContactPoint::Phone(caller));
+    assert!(follow_up.confirmed);
+    assert!(world
+        .says()
+        .last()
+        .is_some_and(|s| s.contains("call you back")));
+    let transfer = world
+        .outputs
+        .iter()
+        .find_map(|(_, o)| match o {
+            Output::Trace {
+                kind: TraceKind::Transfer,
+                json,
+            } => Some(json.clone()),
+            _ => None,
+        })
+        .expect("transfer traced");
+    assert_eq!(transfer["result"], "failed");
 }
