@@ -112,6 +112,9 @@ pub struct JitterBuffer<T> {
     estimator: JitterEstimator,
     late_boost: u32,
     ticks_since_late: u32,
+    /// Frames one packet carries (a 60 ms packet fills three slots at once):
+    /// the target never drops below it, or every packet would underrun.
+    packet_frames: u32,
     stats: JitterStats,
 }
 
@@ -133,18 +136,50 @@ impl<T> JitterBuffer<T> {
             estimator: JitterEstimator::default(),
             late_boost: 0,
             ticks_since_late: 0,
+            packet_frames: 1,
             stats: JitterStats::default(),
         }
     }
 
     /// Buffers the packet with `sequence` and RTP `timestamp`, arrived `now`.
     pub fn push(&mut self, now: Instant, sequence: u16, timestamp: u32, item: T) -> Push {
-        let outcome = self.insert(now, sequence, item);
+        let outcome = self.insert(now, sequence, item, |_, _| false);
         if outcome != Push::Duplicate {
             // Late packets are real arrivals and say the most about jitter.
             self.estimator.update(now, timestamp);
         }
         outcome
+    }
+
+    /// Buffers one part of the frame in slot `sequence`: the re-framing
+    /// path for packets that are not one 20 ms frame. Slots are then 20 ms
+    /// frame numbers derived from RTP timestamps, not RTP sequence numbers;
+    /// a 60 ms packet is three calls, two 10 ms packets merge into one slot.
+    ///
+    /// `merge(buffered, part)` folds a part into a slot that already holds
+    /// one and returns false when it adds nothing (a duplicate). Unlike
+    /// [`Self::push`] this does not update the jitter estimate: call
+    /// [`Self::observe_arrival`] once per packet.
+    pub fn push_part(
+        &mut self,
+        now: Instant,
+        sequence: u16,
+        part: T,
+        merge: impl FnOnce(&mut T, T) -> bool,
+    ) -> Push {
+        self.insert(now, sequence, part, merge)
+    }
+
+    /// Feeds one packet's arrival to the jitter estimate (see
+    /// [`Self::push_part`]).
+    pub fn observe_arrival(&mut self, now: Instant, timestamp: u32) {
+        self.estimator.update(now, timestamp);
+    }
+
+    /// Tells the buffer how many frames each packet carries, so the target
+    /// delay covers at least one packet (clamped to the maximum delay).
+    pub fn set_packet_frames(&mut self, frames: usize) {
+        self.packet_frames = frames.clamp(1, self.config.capacity) as u32;
     }
 
     /// The item for this 20 ms tick. `None` until the first playout starts
@@ -228,7 +263,13 @@ impl<T> JitterBuffer<T> {
         self.estimator = JitterEstimator::default();
     }
 
-    fn insert(&mut self, now: Instant, sequence: u16, item: T) -> Push {
+    fn insert(
+        &mut self,
+        now: Instant,
+        sequence: u16,
+        item: T,
+        merge: impl FnOnce(&mut T, T) -> bool,
+    ) -> Push {
         let Some(next) = self.next else {
             self.restart(now, extend(sequence, 1 << 16), item);
             return Push::Queued;
@@ -266,9 +307,13 @@ impl<T> JitterBuffer<T> {
             self.slots.resize_with(offset + 1, || None);
         }
         match &mut self.slots[offset] {
-            Some(_) => {
-                self.stats.duplicate += 1;
-                Push::Duplicate
+            Some(buffered) => {
+                if merge(buffered, item) {
+                    Push::Queued
+                } else {
+                    self.stats.duplicate += 1;
+                    Push::Duplicate
+                }
             }
             slot => {
                 *slot = Some(item);
@@ -304,7 +349,9 @@ impl<T> JitterBuffer<T> {
     fn target_frames(&self) -> usize {
         let frame_ms = FRAME_DURATION.as_secs_f64() * 1000.0;
         let from_jitter = (3.0 * self.estimator.millis() / frame_ms).ceil() as u32;
-        let frames = from_jitter.saturating_add(self.late_boost);
+        let frames = from_jitter
+            .saturating_add(self.late_boost)
+            .max(self.packet_frames);
         frames.clamp(self.min_frames(), self.max_frames()) as usize
     }
 

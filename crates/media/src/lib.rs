@@ -50,6 +50,9 @@ pub mod wav;
 
 mod frame;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use dtmf::{DtmfDigit, DtmfEvent};
 pub use frame::{Frame, FRAME_DURATION, FRAME_SAMPLES, SAMPLE_RATE};
 pub use g711::Codec;
@@ -92,8 +95,9 @@ pub enum MediaError {
     /// A payload type that was not negotiated for this call.
     #[error("payload type {0} was not negotiated")]
     PayloadType(u8),
-    /// An audio payload that is not one 20 ms frame.
-    #[error("audio payload of {len} bytes is not one 20 ms frame")]
+    /// An audio payload that is not a whole number of 10 ms frames (at most
+    /// 120 ms), or, for [`Codec::decode`], not one 20 ms frame.
+    #[error("audio payload of {len} bytes is not a whole number of 10 ms frames")]
     FrameSize {
         /// Payload bytes received.
         len: usize,

@@ -8,6 +8,20 @@
 //! (symmetric RTP: the driver then sends to [`RtpSession::remote`]) and keeps
 //! the reception statistics RTCP and the latency trace need.
 //!
+//! # Any packetisation time
+//!
+//! Carriers send 10, 20, 30, 40 or 60 ms per packet whatever the SDP said.
+//! Any G.711 payload of N × 10 ms up to [`MAX_PACKET_MS`] is accepted: it is
+//! decoded and cut into 20 ms frames by its RTP timestamp. The jitter buffer
+//! is keyed by *frame number* — `(timestamp − base) / 160`, where `base` is
+//! the stream's first timestamp — not by RTP sequence number, so a 60 ms
+//! packet fills three slots, two 10 ms packets fill the two halves of one
+//! slot, and a 30 ms packet fills one slot and half of the next. A slot
+//! played with one half missing (its other 10 ms packet lost) plays silence
+//! in that half. Loss statistics still count RTP packets by sequence number.
+//! The base follows the timestamp (see `FrameClock`), so the 32-bit
+//! timestamp wrapping after 6 days changes nothing.
+//!
 //! [`Packetizer`] turns the voice engine's frames into RTP packets — sequence
 //! numbers, timestamps +160 per tick, the marker bit on the first packet of a
 //! talkspurt — and interleaves RFC 4733 digits when asked to send DTMF.
@@ -25,6 +39,13 @@ use crate::{Codec, DtmfDigit, Frame, MediaError, FRAME_SAMPLES};
 /// Events queued beyond this are dropped oldest-first, so a peer cannot grow
 /// a session's memory by flooding SSRC changes or digits.
 const MAX_EVENTS: usize = 256;
+
+/// The longest audio packet accepted, in milliseconds (RFC 3551 allows
+/// G.711 frames of any multiple of 10 ms; 120 ms is beyond what any carrier
+/// sends and still fits an ordinary MTU).
+pub const MAX_PACKET_MS: usize = 120;
+/// Samples in 10 ms, the G.711 packetisation unit.
+const PART_SAMPLES: usize = FRAME_SAMPLES / 2;
 
 /// What was negotiated for the leg, and tuning.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,13 +153,16 @@ pub struct RtpSession {
     latched: Option<SocketAddr>,
     last_packet_at: Option<Instant>,
     ssrc: Option<u32>,
-    jitter: JitterBuffer<Frame>,
+    jitter: JitterBuffer<Part>,
     concealer: Concealer,
     dtmf: DtmfDetector,
     /// Arrival time and sender clock at the last known end of a DTMF event,
     /// to time out an event whose end packets never come.
     last_dtmf: Option<(Instant, u32)>,
     seq: Option<SeqCounter>,
+    /// Maps RTP timestamps to 20 ms frame numbers; `None` until the
+    /// stream's first audio packet (and again after an SSRC change).
+    clock: Option<FrameClock>,
     last_sr: Option<(u32, Instant)>,
     events: VecDeque<SessionEvent>,
     stats: SessionStats,
@@ -157,6 +181,7 @@ impl RtpSession {
             concealer: Concealer::default(),
             last_dtmf: None,
             seq: None,
+            clock: None,
             last_sr: None,
             events: VecDeque::new(),
             stats: SessionStats::default(),
@@ -229,10 +254,13 @@ impl RtpSession {
     /// The frame for this 20 ms playout tick: decoded audio, or concealment
     /// when a packet is missing. `None` before the first audio is buffered.
     pub fn poll_frame(&mut self, now: Instant) -> Option<Frame> {
-        let playout = self.jitter.pop(now)?;
-        if playout == Playout::Missing {
-            self.stats.concealed += 1;
-        }
+        let playout = match self.jitter.pop(now)? {
+            Playout::Frame(part) => Playout::Frame(part.frame),
+            Playout::Missing => {
+                self.stats.concealed += 1;
+                Playout::Missing
+            }
+        };
         Some(self.concealer.conceal(playout))
     }
 
@@ -327,15 +355,22 @@ impl RtpSession {
         if codec.is_none() && !is_dtmf {
             return Err(MediaError::PayloadType(pt));
         }
-        // Decode before latching, so a wrongly sized packet cannot latch.
-        let frame = match codec {
-            Some(codec) if !is_dtmf => Some(codec.decode(packet.payload())?),
+        // Check the size before latching, so a wrongly sized packet cannot
+        // latch.
+        let audio = match codec {
+            Some(codec) if !is_dtmf => {
+                let len = packet.payload().len();
+                if len == 0 || len % PART_SAMPLES != 0 || len > MAX_PACKET_MS * 8 {
+                    return Err(MediaError::FrameSize { len });
+                }
+                Some(codec)
+            }
             _ => None,
         };
         self.latch(now, source)?;
         self.last_packet_at = Some(now);
 
-        let Some(frame) = frame else {
+        let Some(codec) = audio else {
             self.stats.dtmf_packets += 1;
             // Events share the stream's sequence space: count them for loss.
             if self.ssrc == Some(packet.ssrc) {
@@ -364,6 +399,7 @@ impl RtpSession {
                 self.jitter.reset();
                 self.dtmf.reset();
                 self.seq = None;
+                self.clock = None;
                 self.ssrc = Some(packet.ssrc);
             }
             Some(_) => {}
@@ -378,15 +414,56 @@ impl RtpSession {
         // end packets.
         self.dtmf.handle_time(packet.timestamp);
         self.drain_dtmf();
-        if self
-            .jitter
-            .push(now, packet.sequence, packet.timestamp, frame)
-            == Push::Resync
-        {
-            // A restarted stream: sequence statistics start over with it.
-            self.seq = Some(SeqCounter::new(packet.sequence));
-        }
+        self.buffer_audio(
+            now,
+            codec,
+            packet.timestamp,
+            packet.sequence,
+            packet.payload(),
+        );
         Ok(())
+    }
+
+    /// Decodes a checked audio payload (a whole number of 10 ms) and buffers
+    /// it as 20 ms frame parts by its timestamp.
+    fn buffer_audio(
+        &mut self,
+        now: Instant,
+        codec: Codec,
+        timestamp: u32,
+        sequence: u16,
+        payload: &[u8],
+    ) {
+        let capacity = self.jitter.capacity() as i64;
+        let clock = self.clock.get_or_insert_with(|| FrameClock::new(timestamp));
+        let first = clock.half_of(timestamp, capacity);
+        let parts = payload.len() / PART_SAMPLES;
+        self.jitter.observe_arrival(now, timestamp);
+        self.jitter.set_packet_frames(parts.div_ceil(2));
+        let mut restarted = false;
+        for (half, chunk) in (first..).zip(payload.chunks_exact(PART_SAMPLES)) {
+            let mut part = Part {
+                frame: Frame::silence(),
+                halves: 0,
+            };
+            let at = (half.rem_euclid(2) as usize) * PART_SAMPLES;
+            for (s, &b) in part.frame.samples_mut()[at..at + PART_SAMPLES]
+                .iter_mut()
+                .zip(chunk)
+            {
+                *s = codec.decode_sample(b);
+            }
+            part.halves = 1 << half.rem_euclid(2);
+            // Frame numbers wrap like sequence numbers; the buffer extends them.
+            let slot = half.div_euclid(2) as u16;
+            if self.jitter.push_part(now, slot, part, Part::merge) == Push::Resync {
+                restarted = true;
+            }
+        }
+        if restarted {
+            // A restarted stream: sequence statistics start over with it.
+            self.seq = Some(SeqCounter::new(sequence));
+        }
     }
 
     fn latch(&mut self, now: Instant, source: SocketAddr) -> Result<(), MediaError> {
@@ -430,6 +507,77 @@ impl RtpSession {
             self.events.pop_front();
         }
         self.events.push_back(event);
+    }
+}
+
+/// 20 ms worth of one stream's audio in the jitter buffer, possibly only
+/// one 10 ms half of it so far.
+#[derive(Debug)]
+struct Part {
+    frame: Frame,
+    /// Bit 0: the first 10 ms is here; bit 1: the second.
+    halves: u8,
+}
+
+impl Part {
+    /// Folds `other` into `self`; false when it adds nothing (a duplicate).
+    fn merge(&mut self, other: Part) -> bool {
+        let new = other.halves & !self.halves;
+        if new == 0 {
+            return false;
+        }
+        for h in 0..2 {
+            if new & (1 << h) != 0 {
+                let range = h * PART_SAMPLES..(h + 1) * PART_SAMPLES;
+                self.frame.samples_mut()[range.clone()]
+                    .copy_from_slice(&other.frame.samples()[range]);
+            }
+        }
+        self.halves |= new;
+        true
+    }
+}
+
+/// RTP timestamp → 10 ms half-frame number, relative to a base timestamp.
+///
+/// The base moves by whole multiples of 65 536 frames when the stream gets
+/// far from it, so the 16-bit frame numbers handed to the jitter buffer stay
+/// continuous across the 32-bit timestamp wrap. A jump further than the
+/// jitter buffer's capacity (a sender restart with a new random timestamp)
+/// re-bases on the new timestamp, so 20 ms packets stay aligned with slots.
+#[derive(Debug)]
+struct FrameClock {
+    base: u32,
+    /// The highest half-frame number seen.
+    highest: i64,
+}
+
+impl FrameClock {
+    /// 65 536 frames × 160 samples × 64: below 2^31, frame-number neutral.
+    const REBASE: u32 = 160 * 65_536 * 64;
+
+    fn new(timestamp: u32) -> Self {
+        FrameClock {
+            base: timestamp,
+            highest: 0,
+        }
+    }
+
+    /// The half-frame number of `timestamp`; `capacity` in frames.
+    fn half_of(&mut self, timestamp: u32, capacity: i64) -> i64 {
+        let mut offset = i64::from(timestamp.wrapping_sub(self.base) as i32);
+        if offset > i64::from(Self::REBASE) {
+            self.base = self.base.wrapping_add(Self::REBASE);
+            self.highest -= i64::from(Self::REBASE) / PART_SAMPLES as i64;
+            offset -= i64::from(Self::REBASE);
+        }
+        let half = offset.div_euclid(PART_SAMPLES as i64);
+        if (half - self.highest).abs() >= 2 * capacity {
+            *self = FrameClock::new(timestamp);
+            return 0;
+        }
+        self.highest = self.highest.max(half);
+        half
     }
 }
 
@@ -696,6 +844,137 @@ mod tests {
         assert_eq!(out, back);
         assert_eq!(s.stats().rejected, 3);
         assert_eq!(s.stats().received, 1);
+    }
+
+    /// A continuous test signal, sample `i` of the stream, as PCMU bytes.
+    fn signal(i: usize) -> u8 {
+        let phase = i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 8000.0;
+        Codec::Pcmu.encode_sample((phase.sin() * 8000.0) as i16)
+    }
+
+    /// Feeds `total_ms` of the signal in `ptime` ms packets, each arriving
+    /// when its last sample was captured (skipping packets in `lost`), ticks
+    /// every 20 ms, and returns the frames played and the statistics as of
+    /// the last packet (the ticks after it conceal the end of the stream).
+    fn play(ptime: usize, total_ms: usize, lost: &[u16]) -> (Vec<Frame>, SessionStats) {
+        let mut s = RtpSession::new(SessionConfig::default());
+        let t0 = Instant::now();
+        let per_packet = ptime * 8;
+        let ts0: u32 = 0xFFFF_F000; // wraps during the stream
+        let mut packets = (0..total_ms / ptime).map(|n| {
+            let payload: Vec<u8> = (n * per_packet..(n + 1) * per_packet).map(signal).collect();
+            let seq = 65_530u16.wrapping_add(n as u16);
+            let header = RtpHeader {
+                marker: n == 0,
+                payload_type: 0,
+                sequence: seq,
+                timestamp: ts0.wrapping_add((n * per_packet) as u32),
+                ssrc: 7,
+            };
+            let arrival = t0 + Duration::from_millis(((n + 1) * ptime) as u64);
+            (arrival, seq, header.to_packet(&payload))
+        });
+        let mut next = packets.next();
+        let mut frames = Vec::new();
+        let mut stats = None;
+        for tick in 0..(total_ms / 20 + 10) {
+            let now = t0 + TICK * tick as u32;
+            while let Some((arrival, seq, packet)) = next.take() {
+                if arrival > now {
+                    next = Some((arrival, seq, packet));
+                    break;
+                }
+                if !lost.contains(&seq) {
+                    s.handle_packet(arrival, &packet, addr(4000))
+                        .expect("accepted");
+                }
+                next = packets.next();
+                if next.is_none() {
+                    stats = Some(s.stats());
+                }
+            }
+            if let Some(frame) = s.poll_frame(now) {
+                frames.push(frame);
+            }
+        }
+        (frames, stats.unwrap_or_else(|| s.stats()))
+    }
+
+    /// The played samples from the first non-silent one on.
+    fn played(frames: &[Frame]) -> Vec<i16> {
+        let all: Vec<i16> = frames.iter().flat_map(|f| *f.samples()).collect();
+        let start = all.iter().position(|&x| x != 0).unwrap_or(all.len());
+        all[start..].to_vec()
+    }
+
+    fn expected(samples: usize) -> Vec<i16> {
+        (0..samples)
+            .map(|i| Codec::Pcmu.decode_sample(signal(i)))
+            .collect()
+    }
+
+    #[test]
+    fn any_ptime_is_reframed_into_continuous_20ms_frames() {
+        for ptime in [10, 20, 30, 40, 60, 120] {
+            let (frames, stats) = play(ptime, 1_200, &[]);
+            let got = played(&frames);
+            let want = expected(1_200 * 8);
+            // Everything sent is played in order, without gaps or repeats.
+            assert!(got.len() >= want.len(), "{ptime} ms: {} samples", got.len());
+            // The first sample is sin(0) = 0 and skipped by `played`.
+            assert_eq!(got[..want.len() - 1], want[1..], "{ptime} ms");
+            assert_eq!(stats.rejected, 0, "{ptime} ms");
+            assert_eq!(stats.lost, 0, "{ptime} ms");
+            assert_eq!(stats.concealed, 0, "{ptime} ms: {stats:?}");
+            assert_eq!(stats.received, (1_200 / ptime) as u64, "{ptime} ms");
+        }
+    }
+
+    #[test]
+    fn a_lost_10ms_packet_silences_only_its_half_frame() {
+        // Packet 4 (65_530 + 10, wrapped) is the 11th: samples 800..880, the first half of
+        // frame 5.
+        let (frames, stats) = play(10, 400, &[4]);
+        let got = played(&frames);
+        let want = expected(400 * 8);
+        assert_eq!(got[..799], want[1..800]);
+        assert!(got[799..879].iter().all(|&x| x == 0));
+        assert_eq!(got[879..want.len() - 1], want[880..]);
+        assert_eq!(stats.lost, 1);
+        assert_eq!(stats.concealed, 0);
+    }
+
+    #[test]
+    fn a_lost_60ms_packet_is_concealed_for_three_ticks() {
+        let (_, stats) = play(60, 600, &[65_533]);
+        assert_eq!(stats.lost, 1);
+        assert_eq!(stats.concealed, 3);
+        assert_eq!(stats.rejected, 0);
+    }
+
+    #[test]
+    fn rejects_payloads_that_are_not_whole_10ms_or_too_long() {
+        let mut s = RtpSession::new(SessionConfig::default());
+        let t0 = Instant::now();
+        for len in [0, 1, 79, 200, 968, 1_040] {
+            let packet = RtpHeader {
+                marker: false,
+                payload_type: 0,
+                sequence: 1,
+                timestamp: 0,
+                ssrc: 7,
+            }
+            .to_packet(&vec![0xFF; len]);
+            assert!(
+                matches!(
+                    s.handle_packet(t0, &packet, addr(4000)),
+                    Err(MediaError::FrameSize { .. })
+                ),
+                "{len} bytes"
+            );
+        }
+        assert!(s.remote().is_none(), "a wrongly sized packet latched");
+        assert_eq!(s.stats().rejected, 6);
     }
 
     #[test]
