@@ -8,9 +8,9 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchboard_model::{
-    Agent, AgentInput, ApiToken, Contact, ContactId, ContactInput, Direction, Handoff, NumberInput,
-    Outcome, PhoneNumber, Session, SessionId, SessionStatus, Timestamp, TokenId, TraceStep, Trunk,
-    TrunkInput, Turn, E164,
+    Agent, AgentInput, ApiToken, Contact, ContactId, ContactInput, Direction, Handoff,
+    HandoffStatus, NumberInput, Outcome, PhoneNumber, Session, SessionId, SessionStatus, Timestamp,
+    TokenId, TraceStep, Trunk, TrunkInput, Turn, E164,
 };
 use switchboard_store::SessionFilter;
 use utoipa::{IntoParams, ToSchema};
@@ -351,8 +351,22 @@ pub struct SessionQuery {
     pub direction: Option<Direction>,
     pub outcome: Option<Outcome>,
     pub status: Option<SessionStatus>,
-    /// Only sessions started before this RFC 3339 instant (paging).
+    /// Only sessions whose handoff is in this delivery state.
+    pub handoff_status: Option<HandoffStatus>,
+    /// Only sessions started at or after this RFC 3339 instant.
+    pub from: Option<String>,
+    /// Only sessions started before this RFC 3339 instant.
+    pub to: Option<String>,
+    /// Full-text search: only sessions with a turn containing this text
+    /// (case-insensitive; `%` and `_` match themselves).
+    pub q: Option<String>,
+    /// Paging: only sessions started before this RFC 3339 instant — pass the
+    /// last listed session's `started_at`, with its `id` as `before_id`.
     pub before: Option<String>,
+    /// Paging: with `before`, also sessions started at that same instant
+    /// whose id sorts below this one (the last listed session's id).
+    pub before_id: Option<String>,
+    /// At most this many sessions (1–500, default 50).
     pub limit: Option<i64>,
 }
 
@@ -375,8 +389,18 @@ pub async fn list_sessions(
         Some(a) => Some(s.store.find_agent(&a).await?.id),
         None => None,
     };
-    let before = match q.before {
-        Some(b) => Some(Timestamp::parse_rfc3339(&b).map_err(|e| e.for_field("before"))?),
+    let instant = |field: &str, value: Option<String>| -> ApiResult<Option<Timestamp>> {
+        value
+            .map(|v| Timestamp::parse_rfc3339(&v).map_err(|e| e.for_field(field).into()))
+            .transpose()
+    };
+    let before_id = match q.before_id {
+        Some(b) => Some(b.parse::<SessionId>().map_err(|_| {
+            ApiError::from(switchboard_model::ModelError::invalid(
+                "before_id",
+                "is not a session id",
+            ))
+        })?),
         None => None,
     };
     let filter = SessionFilter {
@@ -384,7 +408,12 @@ pub async fn list_sessions(
         direction: q.direction,
         outcome: q.outcome,
         status: q.status,
-        before,
+        handoff_status: q.handoff_status,
+        from: instant("from", q.from)?,
+        to: instant("to", q.to)?,
+        text: q.q,
+        before: instant("before", q.before)?,
+        before_id,
         limit: q.limit.unwrap_or(50),
     };
     Ok(Json(s.store.list_sessions(&filter).await?))

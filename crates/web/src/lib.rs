@@ -23,12 +23,14 @@ use tokio::sync::Notify;
 
 pub mod api;
 pub mod auth;
+pub mod calls_api;
 pub mod error;
 pub mod handoffs_api;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
+pub mod recordings;
 pub mod routes;
 
 pub use routes::router;
@@ -44,6 +46,8 @@ pub struct WebSettings {
     pub secure_cookies: bool,
     /// Failed logins allowed per client address per minute before 429.
     pub login_attempts_per_minute: u32,
+    /// Where call recordings live (`None`: recordings are not served).
+    pub recordings_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for WebSettings {
@@ -53,6 +57,7 @@ impl Default for WebSettings {
             login_ttl: Duration::from_secs(12 * 3600),
             secure_cookies: false,
             login_attempts_per_minute: 10,
+            recordings_dir: None,
         }
     }
 }
@@ -70,6 +75,8 @@ pub struct AppState {
     pub sandbox: Option<Sandbox>,
     /// Poked after a handoff is written so the delivery worker looks at once.
     pub handoff_notify: Arc<Notify>,
+    /// Places outbound calls (`None`: telephony is off).
+    pub dialer: Option<Arc<dyn calls_api::Dialer>>,
     pub(crate) limiter: Arc<auth::LoginLimiter>,
 }
 
@@ -84,6 +91,7 @@ impl AppState {
             salesforce: None,
             sandbox: None,
             handoff_notify: Arc::new(Notify::new()),
+            dialer: None,
             limiter: Arc::new(limiter),
         }
     }
@@ -95,6 +103,11 @@ impl AppState {
 
     pub fn with_sandbox(mut self, sandbox: Sandbox) -> Self {
         self.sandbox = Some(sandbox);
+        self
+    }
+
+    pub fn with_dialer(mut self, dialer: Arc<dyn calls_api::Dialer>) -> Self {
+        self.dialer = Some(dialer);
         self
     }
 

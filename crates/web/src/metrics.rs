@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -12,6 +13,19 @@ pub struct Metrics {
     http_responses: [AtomicU64; 5],
     login_failures: AtomicU64,
     login_throttled: AtomicU64,
+    /// Dashboard live-update streams open now.
+    event_streams: AtomicU64,
+}
+
+/// Counts one open live-update stream until dropped (with the stream, when
+/// the browser goes away).
+#[derive(Debug)]
+pub struct EventStreamGuard(Arc<Metrics>);
+
+impl Drop for EventStreamGuard {
+    fn drop(&mut self) {
+        self.0.event_streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Metrics {
@@ -21,6 +35,7 @@ impl Default for Metrics {
             http_responses: Default::default(),
             login_failures: AtomicU64::new(0),
             login_throttled: AtomicU64::new(0),
+            event_streams: AtomicU64::new(0),
         }
     }
 }
@@ -37,6 +52,16 @@ impl Metrics {
 
     pub fn record_login_throttled(&self) {
         self.login_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn open_event_stream(self: &Arc<Self>) -> EventStreamGuard {
+        self.event_streams.fetch_add(1, Ordering::Relaxed);
+        EventStreamGuard(self.clone())
+    }
+
+    /// Live-update streams open now.
+    pub fn event_streams(&self) -> u64 {
+        self.event_streams.load(Ordering::Relaxed)
     }
 
     pub fn render(&self, db_up: bool) -> String {
@@ -105,6 +130,16 @@ impl Metrics {
             out,
             "switchboard_login_throttled_total {}",
             self.login_throttled.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_dashboard_event_streams Dashboard live-update streams open now."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_dashboard_event_streams gauge");
+        let _ = writeln!(
+            out,
+            "switchboard_dashboard_event_streams {}",
+            self.event_streams()
         );
         if let Some(c) = outbox {
             let _ = writeln!(out, "# HELP switchboard_handoff_jobs Handoff delivery jobs by state (parked: waiting for Salesforce settings; dead: dead-lettered).");

@@ -14,7 +14,7 @@ use crate::api;
         api::list_agents, api::create_agent, api::get_agent, api::update_agent, api::delete_agent,
         api::list_numbers, api::create_number, api::get_number, api::bind_number, api::delete_number,
         api::list_contacts, api::create_contact, api::get_contact, api::update_contact, api::delete_contact,
-        api::list_sessions, api::get_session,
+        api::list_sessions, api::get_session, crate::recordings::get_recording, crate::calls_api::place_call,
         crate::handoffs_api::create_text_call, crate::handoffs_api::create_handoff,
         crate::handoffs_api::list_handoffs, crate::handoffs_api::get_handoff, crate::handoffs_api::redrive_handoff,
         crate::handoffs_api::get_salesforce_settings, crate::handoffs_api::put_salesforce_settings, crate::handoffs_api::test_salesforce,

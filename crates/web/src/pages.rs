@@ -4,6 +4,15 @@
 //!
 //! Forms post back to the same resources; validation errors re-render the
 //! form with the submitted values and the message next to the field.
+//!
+//! Live updates: the Inbox and a live session's page render the version of
+//! what they show (`data-version`) and open `GET /inbox/events`, a
+//! server-sent event stream that polls the store once a second and says
+//! `change` when that version moves; the page then re-fetches itself and
+//! swaps the elements marked `data-live` (space for them is always reserved,
+//! so nothing jumps). The stream owns no task, so a browser that leaves ends
+//! its polling; each stream also ends after five minutes and the page
+//! reconnects.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,7 +30,8 @@ use switchboard_handoff::settings::{
 };
 use switchboard_model::{
     Agent, AgentId, AgentInput, Brain, ContactInput, HandoffMode, HandoffStatus, MiawSettings,
-    RoutingAttributeNames, SessionId, Speaker, SttProvider, Timestamp, TokenId, TtsProvider, E164,
+    RoutingAttributeNames, SessionId, SessionStatus, Speaker, SttProvider, Timestamp, TokenId,
+    TtsProvider, E164,
 };
 use switchboard_store::SessionFilter;
 
@@ -877,48 +887,330 @@ pub async fn unbind_number_submit(
 // ---------------------------------------------------------------------------
 // Inbox
 
+/// The Inbox filters, as the filter form submits them (every field a string
+/// so an empty select means "any").
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct InboxQuery {
+    /// Full-text search over transcripts.
+    q: String,
+    /// Agent id.
+    agent: String,
+    direction: String,
+    outcome: String,
+    handoff: String,
+    /// First day, `YYYY-MM-DD`: midnight UTC unless `from_ms` is given.
+    from: String,
+    /// Last day, `YYYY-MM-DD`, inclusive: up to the next midnight UTC unless
+    /// `to_ms` is given.
+    to: String,
+    /// The range in UTC milliseconds as the browser computed it from the
+    /// viewer's time zone (the dashboard script fills these in).
+    from_ms: String,
+    to_ms: String,
+    /// Keyset paging: the last listed session's start (UTC ms) and id.
+    before: String,
+    before_id: String,
+}
+
+/// Sessions per Inbox page.
+const INBOX_PAGE: i64 = 50;
+
+impl InboxQuery {
+    /// The store filter, and a message for each field that could not be read
+    /// (that field is then ignored).
+    fn to_filter(&self) -> (SessionFilter, Vec<String>) {
+        let mut problems = Vec::new();
+        let given = |raw: &str| Some(raw.trim().to_string()).filter(|r| !r.is_empty());
+        let agent = given(&self.agent);
+        let direction = given(&self.direction);
+        let outcome = given(&self.outcome);
+        let handoff = given(&self.handoff);
+        let mut filter = SessionFilter {
+            limit: INBOX_PAGE,
+            ..Default::default()
+        };
+        if let Some(a) = agent {
+            match a.parse::<AgentId>() {
+                Ok(id) => filter.agent_id = Some(id),
+                Err(_) => problems.push(format!("Agent: `{a}` is not an agent id.")),
+            }
+        }
+        if let Some(d) = direction {
+            match d.parse() {
+                Ok(v) => filter.direction = Some(v),
+                Err(e) => problems.push(format!("Direction: {e}.")),
+            }
+        }
+        if let Some(o) = outcome {
+            match o.parse() {
+                Ok(v) => filter.outcome = Some(v),
+                Err(e) => problems.push(format!("Outcome: {e}.")),
+            }
+        }
+        if let Some(h) = handoff {
+            match h.parse() {
+                Ok(v) => filter.handoff_status = Some(v),
+                Err(e) => problems.push(format!("Handoff delivery: {e}.")),
+            }
+        }
+        filter.from = day_bound("From", &self.from_ms, &self.from, 0, &mut problems);
+        filter.to = day_bound("To", &self.to_ms, &self.to, 1, &mut problems);
+        let q = self.q.trim();
+        filter.text = (!q.is_empty()).then(|| q.to_string());
+        if !self.before.trim().is_empty() {
+            match self.before.trim().parse::<i64>() {
+                Ok(ms) => filter.before = Some(Timestamp::from_millis(ms)),
+                Err(_) => problems.push("Paging: `before` is not a time.".into()),
+            }
+            filter.before_id = self.before_id.trim().parse().ok();
+        }
+        (filter, problems)
+    }
+
+    /// This query as a URL query string, with the paging replaced.
+    fn with_page(&self, before: Option<(Timestamp, SessionId)>) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("q", &self.q),
+            ("agent", &self.agent),
+            ("direction", &self.direction),
+            ("outcome", &self.outcome),
+            ("handoff", &self.handoff),
+            ("from", &self.from),
+            ("to", &self.to),
+            ("from_ms", &self.from_ms),
+            ("to_ms", &self.to_ms),
+        ] {
+            if !v.trim().is_empty() {
+                out.append_pair(k, v.trim());
+            }
+        }
+        if let Some((t, id)) = before {
+            out.append_pair("before", &t.as_millis().to_string());
+            out.append_pair("before_id", &id.to_string());
+        }
+        out.finish()
+    }
+
+    fn is_filtered(&self) -> bool {
+        !self.with_page(None).is_empty()
+    }
+}
+
+/// A range bound: the browser's UTC milliseconds when given, else the day
+/// (`YYYY-MM-DD`) as a UTC day, plus `add_days` (1 makes an inclusive last
+/// day an exclusive bound).
+fn day_bound(
+    label: &str,
+    ms: &str,
+    day: &str,
+    add_days: i64,
+    problems: &mut Vec<String>,
+) -> Option<Timestamp> {
+    if let Ok(ms) = ms.trim().parse::<i64>() {
+        return Some(Timestamp::from_millis(ms));
+    }
+    let day = day.trim();
+    if day.is_empty() {
+        return None;
+    }
+    match chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d") {
+        Ok(d) => {
+            let start = d
+                .and_time(chrono::NaiveTime::MIN)
+                .and_utc()
+                .timestamp_millis();
+            Some(Timestamp::from_millis(start + add_days * 86_400_000))
+        }
+        Err(_) => {
+            problems.push(format!("{label}: `{day}` is not a date like 2026-11-25."));
+            None
+        }
+    }
+}
+
 pub async fn inbox_page(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Query(q): Query<InboxQuery>,
 ) -> Response {
-    let sessions = match s
-        .store
-        .list_sessions(&SessionFilter {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-    {
+    // Read before the list, so a change racing the render shows up as one
+    // more refresh rather than being missed.
+    let version = s.store.inbox_version().await.unwrap_or_default();
+    let (filter, problems) = q.to_filter();
+    let sessions = match s.store.list_sessions(&filter).await {
         Ok(v) => v,
         Err(e) => return page_error(e),
     };
-    let agents: HashMap<AgentId, String> = match s.store.list_agents().await {
-        Ok(list) => list.into_iter().map(|a| (a.id, a.spec.name)).collect(),
+    let agent_list = match s.store.list_agents().await {
+        Ok(list) => list,
         Err(e) => return page_error(e),
     };
-    let body = html! {
-        @if sessions.is_empty() {
-            p.empty { "No calls yet. Calls and text sessions appear here as they happen." }
-        } @else {
-            table {
-                thead { tr { th { "Started" } th { "Agent" } th { "Direction" } th { "From" } th { "To" } th { "Status" } th { "Outcome" } } }
-                tbody {
-                    @for x in &sessions {
-                        tr {
-                            td { a href=(format!("/inbox/{}", x.id)) { (time(x.started_at)) } }
-                            td { (x.agent_id.and_then(|a| agents.get(&a)).map_or("—", |n| n.as_str())) }
-                            td { (x.direction.as_str()) }
-                            td { (x.from) }
-                            td { (x.to) }
-                            td { (x.status.as_str()) }
-                            td { (x.outcome.map_or("—", |o| o.as_str())) }
-                        }
+    let agents: HashMap<AgentId, &str> = agent_list
+        .iter()
+        .map(|a| (a.id, a.spec.name.as_str()))
+        .collect();
+    let ids: Vec<SessionId> = sessions.iter().map(|x| x.id).collect();
+    let handoffs = match s.store.handoff_statuses(&ids).await {
+        Ok(m) => m,
+        Err(e) => return page_error(e),
+    };
+    let older = (sessions.len() as i64 >= INBOX_PAGE)
+        .then(|| sessions.last().map(|x| (x.started_at, x.id)))
+        .flatten();
+    let choice = |name: &str, label: &str, current: &str, options: &[(&str, &str)]| {
+        html! {
+            div.filter {
+                label for=(format!("f-{name}")) { (label) }
+                select id=(format!("f-{name}")) name=(name) {
+                    option value="" { "Any" }
+                    @for (value, text) in options {
+                        option value=(value) selected[current.trim() == *value] { (text) }
                     }
                 }
             }
         }
     };
+    let agent_options: Vec<(String, &str)> = agent_list
+        .iter()
+        .map(|a| (a.id.to_string(), a.spec.name.as_str()))
+        .collect();
+    let agent_options: Vec<(&str, &str)> = agent_options
+        .iter()
+        .map(|(id, n)| (id.as_str(), *n))
+        .collect();
+    let body = html! {
+        form.filters method="get" action="/inbox" role="search" aria-label="Filter sessions" {
+            div.filter.wide {
+                label for="f-q" { "Search transcripts" }
+                input type="search" id="f-q" name="q" value=(q.q) placeholder="Words a caller or the AI said";
+            }
+            (choice("agent", "Agent", &q.agent, &agent_options))
+            (choice("direction", "Direction", &q.direction, &[("inbound", "Inbound"), ("outbound", "Outbound")]))
+            (choice("outcome", "Outcome", &q.outcome, &[("resolved", "Resolved"), ("live_transfer", "Live transfer"), ("logged_escalation", "Logged escalation"), ("abandoned", "Abandoned"), ("failed", "Failed")]))
+            (choice("handoff", "Handoff delivery", &q.handoff, &[("pending", "Pending"), ("delivering", "Delivering"), ("delivered", "Delivered"), ("not_configured", "Waiting for settings"), ("dead_letter", "Failed (dead letter)")]))
+            div.filter {
+                label for="f-from" { "From" }
+                input type="date" id="f-from" name="from" value=(q.from);
+            }
+            div.filter {
+                label for="f-to" { "To" }
+                input type="date" id="f-to" name="to" value=(q.to);
+            }
+            // The script fills these with the range in the viewer's time zone;
+            // without it, the days are UTC days.
+            input type="hidden" name="from_ms" value="";
+            input type="hidden" name="to_ms" value="";
+            div.filter.buttons {
+                button type="submit" { "Filter" }
+                @if q.is_filtered() { a.button.plain href="/inbox" { "Clear" } }
+            }
+        }
+        @for p in &problems { div.error role="alert" { (p) } }
+        p.live-note id="live-note" aria-live="polite" data-events="/inbox/events" data-version=(version) { "" }
+        div id="live-region" data-live {
+            @if sessions.is_empty() {
+                @if q.is_filtered() {
+                    p.empty { "No sessions match these filters." }
+                } @else {
+                    p.empty { "No calls yet. Calls and text sessions appear here as they happen." }
+                }
+            } @else {
+                table.sessions {
+                    thead { tr { th { "Started" } th { "Agent" } th { "Direction" } th { "From" } th { "To" } th { "Status" } th { "Outcome" } th { "Handoff" } } }
+                    tbody {
+                        @for x in &sessions {
+                            tr data-session=(x.id) {
+                                td data-label="Started" { a href=(format!("/inbox/{}", x.id)) { (time(x.started_at)) } }
+                                td data-label="Agent" { (x.agent_id.and_then(|a| agents.get(&a).copied()).unwrap_or("—")) }
+                                td data-label="Direction" { (x.direction.as_str()) }
+                                td data-label="From" { (x.from) }
+                                td data-label="To" { (x.to) }
+                                td data-label="Status" { (x.status.as_str()) }
+                                td data-label="Outcome" { (x.outcome.map_or("—", |o| o.as_str())) }
+                                td data-label="Handoff" { (handoffs.get(&x.id).map_or("—", |h| h.as_str())) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(page) = older {
+                p.paging { a href=(format!("/inbox?{}", q.with_page(Some(page)))) rel="next" { "Older" } }
+            }
+        }
+    };
     html_response(StatusCode::OK, layout("Inbox", &caller, Nav::Inbox, body))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct EventsQuery {
+    /// Watch one session (its page) instead of the Inbox list.
+    session: String,
+    /// The version the page was rendered at: any other value is a change.
+    since: String,
+}
+
+/// How often the event stream looks at the store.
+const EVENTS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long one event stream lasts; the page reconnects, so a stream that a
+/// proxy or a sleeping laptop silently lost is not polled for ever.
+const EVENTS_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+/// How often an idle event stream sends a comment.
+const EVENTS_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `GET /inbox/events`: server-sent events telling the Inbox (or, with
+/// `session`, a session page) that what it shows changed. Each `change`
+/// event carries the new version; the page then re-fetches itself.
+///
+/// The stream polls the store and owns no task: when the browser goes away,
+/// the server drops the stream and the polling stops with it.
+pub async fn inbox_events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let session = if q.session.trim().is_empty() {
+        None
+    } else {
+        match q.session.trim().parse::<SessionId>() {
+            Ok(id) => Some(id),
+            Err(_) => return page_error(ApiError::not_found("session", q.session)),
+        }
+    };
+    if let Some(id) = session {
+        if let Err(e) = s.store.session(id).await {
+            return page_error(e);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + EVENTS_LIFETIME;
+    let guard = s.metrics.open_event_stream();
+    let stream = futures_util::stream::unfold(
+        (s.store, q.since, guard),
+        move |(store, last, guard)| async move {
+            loop {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                let version = match session {
+                    Some(id) => store.session_version(id).await,
+                    None => store.inbox_version().await,
+                };
+                match version {
+                    Ok(v) if v != last => {
+                        let event = Event::default().event("change").data(v.clone());
+                        return Some((Ok::<_, std::convert::Infallible>(event), (store, v, guard)));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "inbox events: store not readable"),
+                }
+                tokio::time::sleep(EVENTS_POLL).await;
+            }
+        },
+    );
+    // The keep-alive also bounds how long a stream outlives a browser that
+    // vanished without closing its connection: the next write fails.
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(EVENTS_KEEP_ALIVE))
+        .into_response()
 }
 
 pub async fn session_page(
@@ -940,8 +1232,29 @@ pub async fn session_page(
         },
         None => Vec::new(),
     };
+    // Read before the parts it covers, so a change racing the render shows up
+    // as one more refresh rather than being missed.
+    let live = d.session.status != SessionStatus::Ended
+        || d.handoff.as_ref().is_some_and(|h| {
+            !matches!(
+                h.status,
+                HandoffStatus::Delivered | HandoffStatus::DeadLetter
+            )
+        });
+    let version = if live {
+        s.store.session_version(id).await.unwrap_or_default()
+    } else {
+        String::new()
+    };
     let body = html! {
-        dl.meta {
+        // Always present with a fixed height, so the note appearing or
+        // changing never moves the page.
+        @if live {
+            p.live-note id="live-note" aria-live="polite" data-events=(format!("/inbox/events?session={id}")) data-version=(version) { "" }
+        } @else {
+            p.live-note id="live-note" { "" }
+        }
+        dl.meta id="session-meta" data-live {
             dt { "Session id" } dd { code { (d.session.id) } }
             dt { "Direction" } dd { (d.session.direction.as_str()) }
             dt { "From" } dd { (d.session.from) }
@@ -950,29 +1263,41 @@ pub async fn session_page(
             dt { "Status" } dd { (d.session.status.as_str()) }
             dt { "Outcome" } dd { (d.session.outcome.map_or("—", |o| o.as_str())) }
         }
-        section aria-labelledby="transcript-h" {
+        @if d.session.recording.is_some() {
+            section aria-labelledby="recording-h" {
+                h2 id="recording-h" { "Recording" }
+                // Caller on the left channel, AI or rep on the right.
+                audio id="recording" controls preload="metadata" src=(format!("/api/v1/sessions/{}/recording", d.session.id)) {
+                    "Your browser cannot play this recording; "
+                    a href=(format!("/api/v1/sessions/{}/recording", d.session.id)) { "download it" } "."
+                }
+                p.muted { "Caller on the left channel, AI or rep on the right. Click a turn to hear it." }
+            }
+        }
+        section id="transcript" data-live aria-labelledby="transcript-h" {
             h2 id="transcript-h" { "Transcript" }
             @if d.turns.is_empty() { p.muted { "No turns were recorded." } }
-            ol.transcript {
+            @let media_start = d.session.answered_at.unwrap_or(d.session.started_at);
+            ol.transcript data-seekable[d.session.recording.is_some()] {
                 @for t in &d.turns {
-                    li class=(t.speaker.as_str()) {
+                    li class=(t.speaker.as_str()) data-offset=(format!("{:.2}", (t.started_at.as_millis() - media_start.as_millis()).max(0) as f64 / 1000.0)) data-end=(format!("{:.2}", (t.ended_at.as_millis() - media_start.as_millis()).max(0) as f64 / 1000.0)) {
                         span.speaker { (speaker_label(t.speaker)) } " " (time(t.started_at))
                         p { (t.text) }
                     }
                 }
             }
         }
-        section aria-labelledby="trace-h" {
+        section id="trace" data-live aria-labelledby="trace-h" {
             h2 id="trace-h" { "Reasoning trace" }
             @if d.trace.is_empty() { p.muted { "No trace steps were recorded." } }
             @for step in &d.trace {
-                details {
+                details id=(format!("step-{}", step.id)) {
                     summary { (step.kind) @if let Some(t) = step.turn_seq { " · turn " (t) } @if let Some(ms) = step.latency_ms { " · " (ms) " ms" } }
                     pre { (serde_json::to_string_pretty(&step.payload).unwrap_or_default()) }
                 }
             }
         }
-        section aria-labelledby="handoff-h" {
+        section id="handoff" data-live aria-labelledby="handoff-h" {
             h2 id="handoff-h" { "Handoff" }
             @match &d.handoff {
                 None => { p.muted { "This call was not handed off." } }
@@ -1250,10 +1575,139 @@ pub async fn revoke_token_submit(
 // ---------------------------------------------------------------------------
 // Troubleshooting
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TroubleshootingQuery {
+    /// A session to diagnose for "transcript missing".
+    session: String,
+}
+
 pub async fn troubleshooting_page(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Query(q): Query<TroubleshootingQuery>,
 ) -> Response {
+    render_troubleshooting(&s, &caller, &q.session, None).await
+}
+
+/// Re-tests the Salesforce connection (token, deployment, routing attribute
+/// names) and shows the answer in place on the Troubleshooting page.
+pub async fn troubleshooting_test_submit(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let Some(settings) = s.salesforce.clone() else {
+        return page_error(ApiError::Unavailable);
+    };
+    let test = settings.test_connection().await;
+    render_troubleshooting(&s, &caller, "", Some(&test)).await
+}
+
+/// What the product can say about one session's transcript reaching Salesforce.
+struct TranscriptCheck {
+    session: switchboard_model::Session,
+    turns: usize,
+    handoff: Option<switchboard_model::Handoff>,
+    attempts: Vec<switchboard_model::HandoffAttempt>,
+}
+
+async fn transcript_check(s: &AppState, raw: &str) -> Option<Result<TranscriptCheck, ApiError>> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    // Accept the id as a rep sees it, or a pasted Inbox link.
+    let raw = raw.rsplit('/').next().unwrap_or(raw);
+    let Ok(id) = raw.parse::<SessionId>() else {
+        return Some(Err(ApiError::not_found("session", raw)));
+    };
+    Some(
+        async {
+            let session = s.store.session(id).await?;
+            let turns = s.store.turns(id).await?.len();
+            let handoff = s.store.handoff_for_session(id).await?;
+            let attempts = match &handoff {
+                Some(h) => s.store.handoff_attempts(h.id).await?,
+                None => Vec::new(),
+            };
+            Ok(TranscriptCheck {
+                session,
+                turns,
+                handoff,
+                attempts,
+            })
+        }
+        .await,
+    )
+}
+
+fn transcript_diagnosis(c: &TranscriptCheck, caller: &Caller) -> Markup {
+    let link = format!("/inbox/{}", c.session.id);
+    html! {
+        div id="transcript-check" {
+            h3 { "Session " a href=(link) { code { (c.session.id) } } }
+            ul.checks {
+                @if c.turns == 0 {
+                    li.fail { "No turns were recorded for this session, so there is no transcript to send. For phone calls, check the speech-to-text provider under the agent's configuration and that the caller was heard (the recording, if any, is on the session page)." }
+                } @else {
+                    li.ok { (c.turns) " turn(s) were recorded." }
+                }
+                @match &c.handoff {
+                    None => { li.fail { "The call was not handed off, so nothing was sent to Salesforce: the transcript only travels with a handoff. If the caller asked for a person, check the agent's handoff phrases." } }
+                    Some(h) => {
+                        @if h.turn_count < c.turns as i64 {
+                            li.ok { "The handoff carries the " (h.turn_count) " turn(s) recorded before it; later turns stay in the Inbox." }
+                        }
+                        @match h.status {
+                            HandoffStatus::Delivered => {
+                                @if h.messages_total.is_some_and(|t| h.messages_acked >= t) {
+                                    li.ok { "Delivered: Salesforce acknowledged all " (h.messages_acked) " messages (header, one per turn, summary)" @if let Some(c) = &h.conversation_id { " in conversation " code { (c) } } "." }
+                                } @else {
+                                    li.fail { "Delivered, but Salesforce acknowledged only " (h.messages_acked) " of " (h.messages_total.map_or("?".to_string(), |t| t.to_string())) " messages. Re-drive to send the rest; ids are fixed, so nothing is duplicated." }
+                                }
+                            }
+                            HandoffStatus::Pending | HandoffStatus::Delivering => {
+                                li.fail { "Still being delivered (" (h.status.as_str()) "): " (h.messages_acked) " message(s) acknowledged so far, " (h.attempts) " attempt(s)." @if let Some(e) = &h.last_error { " Last error: " span.error-text { (e) } } }
+                            }
+                            HandoffStatus::NotConfigured => {
+                                li.fail { "Waiting for Salesforce settings: fix them under " a href="/settings/integrations" { "Integrations" } "; waiting handoffs are sent when you save." }
+                            }
+                            HandoffStatus::DeadLetter => {
+                                li.fail { "Delivery gave up after " (h.attempts) " attempt(s) with " (h.messages_acked) " message(s) acknowledged. Salesforce's answer: " span.error-text { (h.last_error.as_deref().unwrap_or("none recorded")) } ". Fix the cause, then re-drive." }
+                            }
+                        }
+                        @if !c.attempts.is_empty() {
+                            li.ok { (c.attempts.len()) " delivery attempt(s) recorded; each one with its result is on the " a href=(link) { "session page" } "." }
+                        }
+                    }
+                }
+            }
+            div.actions.buttons {
+                form.inline method="get" action="/troubleshooting" {
+                    input type="hidden" name="session" value=(c.session.id);
+                    button.secondary type="submit" { "Re-test" }
+                }
+                @if let Some(h) = &c.handoff {
+                    @if h.status != HandoffStatus::Delivered || h.messages_total.is_some_and(|t| h.messages_acked < t) {
+                        form.inline method="post" action=(format!("/inbox/{}/redrive", c.session.id)) {
+                            (csrf_field(caller))
+                            button.secondary type="submit" { "Re-drive" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn render_troubleshooting(
+    s: &AppState,
+    caller: &Caller,
+    session: &str,
+    test: Option<&ConnectionTest>,
+) -> Response {
+    let caller = caller.clone();
+    let check = transcript_check(s, session).await;
     let db = s.store.ping().await;
     let agents = s.store.list_agents().await.unwrap_or_default();
     let numbers = s.store.list_numbers(None).await.unwrap_or_default();
@@ -1316,9 +1770,20 @@ pub async fn troubleshooting_page(
                     None => { li.fail { "The Salesforce settings cannot be read." } }
                 }
             }
-            form method="post" action="/settings/integrations/salesforce/test" {
+            form method="post" action="/troubleshooting/test" {
                 (csrf_field(&caller))
-                button.secondary type="submit" { "Test connection now" }
+                button.secondary type="submit" { "Re-test: can a token be obtained?" }
+            }
+            @if let Some(t) = test {
+                div id="connection-test" class=(if t.ok { "notice" } else { "error" }) role="status" {
+                    p { strong { @if t.ok { "Connection works: a conversation can be created." } @else { "Connection test failed: handoffs cannot create a conversation until this is fixed." } } }
+                    ul.checks {
+                        @for step in &t.steps {
+                            li class=(if step.ok { "ok" } else { "fail" }) { strong { (step.name) } ": " (step.detail) }
+                        }
+                    }
+                    @if !t.ok { p { "Fix the named setting under " a href="/settings/integrations" { "Integrations" } ", test again, then re-drive the handoffs below." } }
+                }
             }
             @if failing.is_empty() {
                 p.ok { "No handoff is failing." }
@@ -1349,6 +1814,16 @@ pub async fn troubleshooting_page(
         section aria-labelledby="transcript-h" {
             h2 id="transcript-h" { "Transcript missing" }
             p { "The transcript is attached when the call hands off, not live during the call: one message per turn, after a header with the reason and before the summary. If a rep sees the conversation without the transcript, the handoff is still being delivered or stopped part-way; its session in the " a href="/inbox" { "Inbox" } " shows how many messages Salesforce acknowledged and every attempt." }
+            form.inline method="get" action="/troubleshooting" role="search" {
+                label for="check-session" { "Check a session" }
+                input id="check-session" name="session" value=(session) placeholder="Session id, as the rep sees it, or its Inbox link";
+                button.secondary type="submit" { "Check" }
+            }
+            @match &check {
+                Some(Ok(c)) => { (transcript_diagnosis(c, &caller)) }
+                Some(Err(e)) => { div.error role="alert" { (e.to_string()) } }
+                None => {}
+            }
             @if incomplete.is_empty() {
                 p.ok { "Every delivered handoff had turns and all its messages acknowledged." }
             } @else {

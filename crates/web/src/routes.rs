@@ -13,7 +13,7 @@ use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
 
 use crate::error::ApiError;
-use crate::{api, handoffs_api, pages, AppState};
+use crate::{api, calls_api, handoffs_api, pages, recordings, AppState};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +140,13 @@ fn entries() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             Api,
             get(api::get_session),
         ),
+        r(p.clone(), "/api/v1/calls", Api, post(calls_api::place_call)),
+        r(
+            g.clone(),
+            "/api/v1/sessions/{id}/recording",
+            Api,
+            get(recordings::get_recording),
+        ),
         r(
             p.clone(),
             "/api/v1/sessions/{id}/handoff",
@@ -250,6 +257,7 @@ fn entries() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             post(pages::unbind_number_submit),
         ),
         r(g.clone(), "/inbox", Page, get(pages::inbox_page)),
+        r(g.clone(), "/inbox/events", Page, get(pages::inbox_events)),
         r(g.clone(), "/inbox/{id}", Page, get(pages::session_page)),
         r(
             p.clone(),
@@ -307,6 +315,12 @@ fn entries() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             "/troubleshooting",
             Page,
             get(pages::troubleshooting_page),
+        ),
+        r(
+            p,
+            "/troubleshooting/test",
+            Page,
+            post(pages::troubleshooting_test_submit),
         ),
     ]
 }
