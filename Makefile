@@ -12,7 +12,7 @@ endif
 
 START := $(shell date +%s)
 
-.PHONY: run test bench build fmt clippy clean
+.PHONY: run test e2e bench build fmt clippy clean
 
 run:
 	scripts/install-deps.sh run
@@ -24,6 +24,7 @@ test:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	scripts/with-postgres.sh cargo test --workspace --locked
+	scripts/e2e.sh
 	@echo "make test: OK in $$(( $$(date +%s) - $(START) ))s"
 
 # Handoff delivery benchmark (release build): prints a table and writes JSON
@@ -32,6 +33,11 @@ bench:
 	scripts/install-deps.sh test
 	scripts/with-postgres.sh cargo bench --locked -p switchboard-handoff --bench delivery
 	@echo "make bench: OK in $$(( $$(date +%s) - $(START) ))s"
+
+# The browser tests alone (Debian chromium driven by playwright-core).
+e2e:
+	scripts/install-deps.sh test
+	scripts/e2e.sh
 
 build:
 	cargo build --release --locked -p switchboard

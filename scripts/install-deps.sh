@@ -5,8 +5,12 @@
 set -euo pipefail
 
 # Package lists: append here as new needs appear (e.g. sip-tester, chromium).
-RUN_PKGS=(pkg-config build-essential ca-certificates sqlite3)
-TEST_PKGS=(postgresql python3)
+# cmake builds CTranslate2 (offline Whisper, through ct2rs); espeak-ng is the
+# fallback voice; python3 + venv host Piper and the model wheels.
+RUN_PKGS=(pkg-config build-essential ca-certificates sqlite3 curl cmake espeak-ng python3 python3-venv)
+# sip-tester (sipp) and baresip are the real SIP peers of the telephony tests;
+# chromium (+ fonts) and node run the browser tests in e2e/.
+TEST_PKGS=(postgresql sip-tester baresip-core iproute2 chromium fonts-dejavu-core nodejs)
 
 mode="${1:-run}"
 case "$mode" in
@@ -31,6 +35,11 @@ for p in "${pkgs[@]}"; do
     missing+=("$p")
   fi
 done
+
+# npm comes inside NodeSource's nodejs; Debian's own nodejs needs the npm package.
+if [ "$mode" = test ] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -71,3 +80,7 @@ if [ "${#need_components[@]}" -gt 0 ]; then
     exit 1
   fi
 fi
+
+# Offline speech models (Whisper tiny.en, the Piper voice) from PyPI, pinned
+# with hashes, into $HOME/.cache/switchboard/venv.
+"$(dirname "$0")/install-speech.sh"

@@ -23,12 +23,13 @@ trap 'kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || tr
 
 host="${SWITCHBOARD_HTTP_ADDR%:*}"
 port="${SWITCHBOARD_HTTP_ADDR##*:}"
-for _ in $(seq 1 100); do
+# Ready means serving: SIP and the speech models are up before HTTP answers.
+for _ in $(seq 1 600); do
   if ! kill -0 "$server" 2>/dev/null; then
     wait "$server"
     exit $?
   fi
-  if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+  if curl -fsS -o /dev/null "http://$host:$port/readyz" 2>/dev/null; then
     break
   fi
   sleep 0.1

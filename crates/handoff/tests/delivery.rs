@@ -322,7 +322,16 @@ async fn known_callers_get_an_authenticated_identity_the_sandbox_verifies() -> T
     assert_eq!(h.status, HandoffStatus::DeadLetter);
     let err = h.last_error.clone().unwrap_or_default();
     assert!(err.contains("401"), "{err}");
-    assert_eq!(rig.store.handoff_attempts(h.id).await?.len(), 1);
+    // The attempt row is written just after the status; give it a moment.
+    let mut attempts = rig.store.handoff_attempts(h.id).await?;
+    for _ in 0..50 {
+        if !attempts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        attempts = rig.store.handoff_attempts(h.id).await?;
+    }
+    assert_eq!(attempts.len(), 1);
 
     // An unknown caller on the same org: with User Verification on, an
     // unauthenticated token is refused — that is Salesforce's rule, and the

@@ -67,8 +67,45 @@ pub(crate) enum Command {
         from the flags below, or at run time with POST /sandbox/api/faults (JSON list of faults)."
     )]
     Sandbox(SandboxArgs),
+    /// Place a test call: speak sentences, wait for replies, record, print a JSON summary
+    #[command(
+        long_about = "Place a real SIP test call and print a JSON summary.\n\n\
+        The caller waits for the far end's greeting, then says each --say sentence (synthesised \
+        with the configured TTS) and waits for the reply before the next; it records what both \
+        sides said (--record) and, when offline speech recognition is installed, transcribes what \
+        it heard. A --say of the form `[keys 123#]` presses keys instead; `[interrupt] TEXT` says \
+        TEXT while the far end is still talking (a barge-in).\n\n\
+        --to takes a SIP URI (sip:+14155550100@203.0.113.5:5060) or a bare number, which calls \
+        this machine's own SIP listener (sip.addr). Exits 1 when the call fails."
+    )]
+    Call(CallArgs),
     #[command(flatten)]
     Data(DataCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CallArgs {
+    /// Who to call: a SIP URI, or a number on this machine's SIP listener
+    #[arg(long, value_name = "NUMBER|SIP-URI")]
+    pub(crate) to: String,
+    /// A sentence to say, in order (repeatable); `[keys 12#]` presses keys
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) say: Vec<String>,
+    /// A WAV file (8 kHz mono 16-bit, or anything sox-free that hound reads) to play first
+    #[arg(long, value_name = "FILE")]
+    pub(crate) wav: Option<PathBuf>,
+    /// Write the call as a stereo WAV: far end left, us right
+    #[arg(long, value_name = "FILE")]
+    pub(crate) record: Option<PathBuf>,
+    /// Give up (and hang up) after this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub(crate) timeout: u64,
+    /// Our caller id (the From user)
+    #[arg(long, value_name = "NUMBER", default_value = "+14155550199")]
+    pub(crate) from: String,
+    /// Stay on the line after the last reply until the far end hangs up
+    #[arg(long)]
+    pub(crate) wait_for_hangup: bool,
 }
 
 /// Commands that work on the database; `main` opens it for them.
@@ -100,12 +137,15 @@ pub(crate) enum DataCommand {
     /// Manage dashboard users
     #[command(subcommand)]
     Users(UsersCommand),
-    /// Record a demo call that ends in a handoff (creates a demo agent if there is none)
-    #[command(long_about = "Record a demo call that ends in a handoff.\n\n\
-        Creates the agent `Demo` bound to +14155550100 if no agent exists, records a short text call \
-        (a question, then \"I need to speak with a person\") and hands it off. A running `switchboard serve` \
-        delivers it to Salesforce, or to the built-in sandbox when no org is configured; the command \
-        waits for the delivery (up to --wait seconds) and prints where to look.")]
+    /// Place a demo phone call that ends in a handoff (creates a demo agent if there is none)
+    #[command(long_about = "Place a demo phone call that ends in a handoff.\n\n\
+        Creates the agent `Demo` (with a few knowledge entries) bound to +14155550100 if no agent \
+        exists, and a trunk `local` that lets this machine call in. Then it calls the running \
+        `switchboard serve` over SIP (sip.addr) as the test caller: it asks for the opening hours, \
+        then says \"I need to speak with a person\". The server's agent answers, hands off, and \
+        delivers the transcript to Salesforce, or to the built-in sandbox when no org is configured. \
+        The command waits for the delivery (up to --wait seconds) and prints where to look.\n\n\
+        --text records the same conversation as a text call instead (no SIP, no speech).")]
     Demo(DemoArgs),
 }
 
@@ -148,6 +188,9 @@ pub(crate) struct DemoArgs {
     /// Seconds to wait for the delivery (0: do not wait)
     #[arg(long, default_value_t = 30)]
     pub(crate) wait: u64,
+    /// Record a text call instead of placing a phone call
+    #[arg(long)]
+    pub(crate) text: bool,
     #[command(flatten)]
     pub(crate) json: JsonFlag,
 }

@@ -121,8 +121,36 @@ settings! {
         public_url: String = "http://<addr>",
     }
     [sip] RawSip {
-        /// Address the SIP listener will use (telephony is not built yet).
+        /// UDP and TCP address SIP listens on; 0.0.0.0:5060 takes calls from a trunk; `off` disables telephony.
         addr: String = "127.0.0.1:5060",
+        /// Public address put in SDP and Contact when behind 1:1 NAT (never a private one).
+        public_ip: String = "(unset)",
+        /// UDP ports for RTP (even) and RTCP (odd), as FIRST-LAST.
+        rtp_ports: String = "20000-29999",
+        /// Send 180 Ringing before answering.
+        ringing: bool = "true",
+        /// Seconds an outbound call or transfer rings before it counts as not answered.
+        no_answer_seconds: u32 = "30",
+        /// Concurrent calls per agent at most (an agent's own limit applies too); then 486 Busy Here.
+        max_calls_per_agent: u32 = "10",
+    }
+    [llm] RawLlm {
+        /// OpenAI-compatible endpoint for agents whose brain is `llm`, such as https://api.openai.com/v1.
+        base_url: String = "(unset)",
+        /// Model name sent with every request.
+        model: String = "gpt-4o-mini",
+        /// API key; prefer the environment variable to the file.
+        api_key: String = "(unset)",
+    }
+    [speech] RawSpeech {
+        /// Speech recognition: `whisper` (offline), `none` (keys only), or `auto` (whisper when installed).
+        stt: String = "auto",
+        /// Speech synthesis: `piper` (natural, offline), `espeak-ng`, or `auto` (piper when installed).
+        tts: String = "auto",
+        /// Directory of a CTranslate2 Whisper model; found in the speech venv by default.
+        whisper_model: String = "(auto)",
+        /// Piper voice (.onnx, with its .onnx.json beside it); found in the speech venv by default.
+        piper_voice: String = "(auto)",
     }
     [database] RawDatabase {
         /// sqlite://PATH (embedded) or postgresql://USER:PASS@HOST:PORT/DB (scale-out).
@@ -288,6 +316,9 @@ pub(crate) struct Config {
     pub(crate) salesforce: SalesforceConfig,
     pub(crate) handoff: HandoffConfig,
     pub(crate) sandbox: SandboxConfig,
+    pub(crate) speech: SpeechConfig,
+    /// `None` unless `llm.base_url` is set.
+    pub(crate) llm: Option<switchboard_agent::LlmConfig>,
     /// Where each explicitly set value came from (`"http.addr"` → origin).
     origins: HashMap<String, Origin>,
 }
@@ -320,7 +351,36 @@ pub(crate) struct SandboxConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SipConfig {
-    pub(crate) addr: SocketAddr,
+    /// `None`: telephony is off.
+    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) public_ip: Option<std::net::IpAddr>,
+    pub(crate) rtp_ports: (u16, u16),
+    pub(crate) ringing: bool,
+    pub(crate) no_answer: Duration,
+    pub(crate) max_calls_per_agent: u32,
+}
+
+/// Which speech providers to use.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SpeechConfig {
+    pub(crate) stt: SttChoice,
+    pub(crate) tts: TtsChoice,
+    pub(crate) whisper_model: Option<PathBuf>,
+    pub(crate) piper_voice: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SttChoice {
+    Auto,
+    Whisper,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TtsChoice {
+    Auto,
+    Piper,
+    Espeak,
 }
 
 #[derive(Clone, PartialEq)]
@@ -747,7 +807,85 @@ fn convert(
         },
     };
     let sip = SipConfig {
-        addr: addr("sip.addr", raw.sip.addr, "127.0.0.1:5060")?,
+        addr: match non_empty(raw.sip.addr.clone()).as_deref().map(str::trim) {
+            Some("off") => None,
+            _ => Some(addr("sip.addr", raw.sip.addr, "127.0.0.1:5060")?),
+        },
+        public_ip: match non_empty(raw.sip.public_ip) {
+            None => None,
+            Some(text) => Some(text.trim().parse::<std::net::IpAddr>().map_err(|_| {
+                invalid(
+                    "sip.public_ip",
+                    format!("{text:?} is not an IP address such as 203.0.113.10"),
+                )
+            })?),
+        },
+        rtp_ports: {
+            let text = non_empty(raw.sip.rtp_ports).unwrap_or_else(|| "20000-29999".into());
+            let parsed = text.trim().split_once('-').and_then(|(a, b)| {
+                Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+            });
+            match parsed {
+                Some((a, b)) if a >= 1024 && b > a => (a, b),
+                _ => {
+                    return Err(invalid(
+                        "sip.rtp_ports",
+                        format!("{text:?} is not a port range such as 20000-29999 (from 1024 up, at least two ports)"),
+                    ))
+                }
+            }
+        },
+        ringing: raw.sip.ringing.unwrap_or(true),
+        no_answer: Duration::from_secs(u64::from(range(
+            "sip.no_answer_seconds",
+            raw.sip.no_answer_seconds,
+            30,
+            1,
+            600,
+        )?)),
+        max_calls_per_agent: range(
+            "sip.max_calls_per_agent",
+            raw.sip.max_calls_per_agent,
+            10,
+            1,
+            100_000,
+        )?,
+    };
+    let mut llm = match non_empty(raw.llm.base_url) {
+        None => None,
+        Some(url) => {
+            let model = non_empty(raw.llm.model).unwrap_or_else(|| "gpt-4o-mini".into());
+            let mut cfg = switchboard_agent::LlmConfig::new(url.trim(), model.trim())
+                .map_err(|e| invalid("llm.base_url", e.to_string()))?;
+            cfg.api_key = non_empty(raw.llm.api_key).map(switchboard_model::Redacted::new);
+            Some(cfg)
+        }
+    };
+    let speech = SpeechConfig {
+        stt: match non_empty(raw.speech.stt).as_deref().map(str::trim) {
+            None | Some("auto") => SttChoice::Auto,
+            Some("whisper") => SttChoice::Whisper,
+            Some("none") => SttChoice::None,
+            Some(other) => {
+                return Err(invalid(
+                    "speech.stt",
+                    format!("{other:?} is not one of auto, whisper, none"),
+                ))
+            }
+        },
+        tts: match non_empty(raw.speech.tts).as_deref().map(str::trim) {
+            None | Some("auto") => TtsChoice::Auto,
+            Some("piper") => TtsChoice::Piper,
+            Some("espeak-ng" | "espeak") => TtsChoice::Espeak,
+            Some(other) => {
+                return Err(invalid(
+                    "speech.tts",
+                    format!("{other:?} is not one of auto, piper, espeak-ng"),
+                ))
+            }
+        },
+        whisper_model: non_empty(raw.speech.whisper_model).map(PathBuf::from),
+        piper_voice: non_empty(raw.speech.piper_voice).map(PathBuf::from),
     };
 
     let data_dir = non_empty(raw.storage.data_dir).unwrap_or_else(|| "./data".into());
@@ -875,6 +1013,9 @@ fn convert(
         },
     };
 
+    if let Some(cfg) = llm.as_mut() {
+        cfg.region = phone.default_region;
+    }
     Ok(Config {
         file,
         http,
@@ -886,6 +1027,8 @@ fn convert(
         salesforce,
         handoff,
         sandbox,
+        speech,
+        llm,
         origins,
     })
 }
@@ -1037,7 +1180,12 @@ mod tests {
     fn defaults_without_file_or_env() {
         let c = load(None, &[("HOME", "/root")], Overrides::default()).unwrap();
         assert_eq!(c.http.addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.sip.addr.to_string(), "127.0.0.1:5060");
+        assert_eq!(
+            c.sip.addr.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:5060")
+        );
+        assert_eq!(c.sip.rtp_ports, (20000, 29999));
+        assert_eq!(c.speech.stt, SttChoice::Auto);
         assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
         assert_eq!(c.storage.recordings_dir, PathBuf::from("./data/recordings"));
         assert_eq!(c.database.url, "sqlite://./data/switchboard.db");
@@ -1046,6 +1194,45 @@ mod tests {
         assert_eq!(c.phone.default_region, Region::default());
         assert_eq!(c.log.format, LogFormat::Text);
         assert!(!c.salesforce.is_present());
+    }
+
+    #[test]
+    fn sip_and_speech_values_are_checked() {
+        let c = load(Some("[sip]\naddr = \"off\"\n"), &[], Overrides::default()).unwrap();
+        assert_eq!(c.sip.addr, None);
+        let e = load(
+            Some("[sip]\nrtp_ports = \"30000-20000\"\n"),
+            &[],
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sip.rtp_ports") && e.contains("20000-29999"),
+            "{e}"
+        );
+        let e = load(
+            None,
+            &[("SWITCHBOARD_SPEECH_STT", "vosk")],
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("SWITCHBOARD_SPEECH_STT") && e.contains("auto, whisper, none"),
+            "{e}"
+        );
+        let e = load(
+            None,
+            &[("SWITCHBOARD_SIP_PUBLIC_IP", "example.com")],
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sip.public_ip") || e.contains("SWITCHBOARD_SIP_PUBLIC_IP"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1063,8 +1250,8 @@ mod tests {
             Origin::Env("SWITCHBOARD_HTTP_ADDR".into())
         );
         assert_eq!(
-            c.sip.addr.port(),
-            1003,
+            c.sip.addr.map(|a| a.port()),
+            Some(1003),
             "keys not overridden keep the file value"
         );
 
@@ -1134,7 +1321,13 @@ mod tests {
             let value = match (s.section, s.key) {
                 ("http" | "sip" | "sandbox", "addr") => "127.0.0.1:9",
                 ("http", "public_url") => "https://sb.example.com",
-                (_, "secure_cookies" | "pack_turns") => "1",
+                (_, "secure_cookies" | "pack_turns" | "ringing") => "1",
+                ("sip", "public_ip") => "203.0.113.10",
+                ("sip", "rtp_ports") => "30000-30099",
+                ("sip", _) => "5",
+                ("speech", "stt") => "none",
+                ("llm", "base_url") => "http://127.0.0.1:9000/v1",
+                ("speech", "tts") => "espeak-ng",
                 ("handoff", _) => "5",
                 (_, k)
                     if k.ends_with("minutes")

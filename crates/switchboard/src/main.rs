@@ -20,6 +20,7 @@ use switchboard_model::ModelError;
 use switchboard_store::StoreError;
 
 mod app;
+mod calls;
 mod cli;
 mod commands;
 mod config;
@@ -65,6 +66,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = app::load_config(cli.config, overrides)?;
             logging::init(&config.log, true)?;
             commands::serve::run(config).await
+        }
+        Command::Call(args) => {
+            let config = app::load_config(cli.config, overrides)?;
+            logging::init(&config.log, false)?;
+            commands::call::run(&config, args).await
         }
         Command::Sandbox(args) => {
             let config = app::load_config(cli.config, overrides)?;

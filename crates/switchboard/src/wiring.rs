@@ -174,3 +174,153 @@ fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node".into())
 }
+
+/// The speech providers `[speech]` asks for, falling back (with a warning)
+/// when an offline model is not installed: the server still takes calls.
+pub(crate) async fn speech(
+    config: &Config,
+) -> (
+    Arc<dyn switchboard_speech::SpeechToText>,
+    Arc<dyn switchboard_speech::TextToSpeech>,
+) {
+    use crate::config::{SttChoice, TtsChoice};
+    use switchboard_speech::{EspeakTts, PiperConfig, PiperTts, WhisperConfig, WhisperStt};
+    let sp = &config.speech;
+    let stt: Arc<dyn switchboard_speech::SpeechToText> = match sp.stt {
+        SttChoice::None => Arc::new(NoStt),
+        choice => {
+            let cfg = WhisperConfig {
+                model_dir: sp.whisper_model.clone(),
+                ..WhisperConfig::default()
+            };
+            match WhisperStt::new(cfg) {
+                Ok(w) => {
+                    info!("speech recognition: whisper (offline)");
+                    Arc::new(w)
+                }
+                Err(e) => {
+                    if choice == SttChoice::Whisper {
+                        tracing::error!(error = %e, "speech.stt = whisper, but Whisper cannot start; callers will only be heard through keys");
+                    } else {
+                        tracing::warn!(error = %e, "no offline speech recognition (run scripts/install-speech.sh); callers will only be heard through keys");
+                    }
+                    Arc::new(NoStt)
+                }
+            }
+        }
+    };
+    let tts: Arc<dyn switchboard_speech::TextToSpeech> = match sp.tts {
+        TtsChoice::Espeak => Arc::new(EspeakTts::default()),
+        choice => {
+            let piper = PiperTts::new(PiperConfig {
+                voice: sp.piper_voice.clone(),
+                ..PiperConfig::default()
+            });
+            match piper.start().await {
+                Ok(_) => {
+                    info!("speech synthesis: piper (offline)");
+                    Arc::new(piper)
+                }
+                Err(e) => {
+                    if choice == TtsChoice::Piper {
+                        tracing::error!(error = %e, "speech.tts = piper, but Piper cannot start; using espeak-ng");
+                    } else {
+                        info!(reason = %e, "speech synthesis: espeak-ng (Piper is not installed: scripts/install-speech.sh)");
+                    }
+                    Arc::new(EspeakTts::default())
+                }
+            }
+        }
+    };
+    (stt, tts)
+}
+
+/// Recognition when none is installed: every turn is heard as silence, so
+/// the agent works through keys (and hands off when it cannot).
+struct NoStt;
+
+impl switchboard_speech::SpeechToText for NoStt {
+    fn name(&self) -> &str {
+        "none"
+    }
+
+    fn open(&self) -> Result<switchboard_speech::SttStream, switchboard_speech::SpeechError> {
+        let (audio, mut rx) = tokio::sync::mpsc::channel(64);
+        let (tx, events) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while let Some(input) = rx.recv().await {
+                if let switchboard_speech::SttInput::Finish = input {
+                    let _ = tx
+                        .send(Ok(switchboard_speech::SttEvent::Final {
+                            text: String::new(),
+                            confidence: 0.0,
+                        }))
+                        .await;
+                    return;
+                }
+            }
+        });
+        Ok(switchboard_speech::SttStream { audio, events })
+    }
+}
+
+/// Starts SIP when `sip.addr` is set: answered calls go to the voice engine.
+pub(crate) async fn start_telephony(
+    config: &Config,
+    store: &Store,
+    notify: Arc<Notify>,
+) -> anyhow::Result<Option<switchboard_telephony::Telephony>> {
+    let Some(listen) = config.sip.addr else {
+        info!("telephony is off (sip.addr = \"off\")");
+        return Ok(None);
+    };
+    let (stt, tts) = speech(config).await;
+    let engine = switchboard_voice::Engine::new(
+        store.clone(),
+        stt,
+        tts,
+        notify,
+        switchboard_voice::EngineConfig {
+            transfer_timeout: config.sip.no_answer + Duration::from_secs(5),
+            llm: config.llm.clone(),
+            ..Default::default()
+        },
+    );
+    let media = switchboard_rtp::MediaConfig {
+        bind_ip: if listen.ip().is_loopback() {
+            listen.ip()
+        } else {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        },
+        public_ip: config.sip.public_ip,
+        ports: switchboard_rtp::PortRange {
+            first: config.sip.rtp_ports.0,
+            last: config.sip.rtp_ports.1,
+        },
+        ..Default::default()
+    };
+    let sip = switchboard_telephony::SipConfig {
+        listen,
+        public_addr: config.sip.public_ip,
+        media,
+        ringing: config.sip.ringing,
+        no_answer_timeout: config.sip.no_answer,
+        max_calls_per_agent: config.sip.max_calls_per_agent,
+        recordings_dir: config.storage.recordings_dir.clone(),
+        region: config.phone.default_region,
+        ..Default::default()
+    };
+    let handler = Arc::new(crate::calls::EngineHandler {
+        engine,
+        region: config.phone.default_region,
+    });
+    let telephony = switchboard_telephony::Telephony::start(store.clone(), sip, handler)
+        .await
+        .map_err(|e| {
+            let change = config.how_to_set("sip.addr", Some("--sip"));
+            Failure::usage(format!(
+                "cannot start SIP on {listen}: {e} — {change} (or `off`)"
+            ))
+        })?;
+    Ok(Some(telephony))
+}

@@ -27,7 +27,7 @@ fn demo_call_is_delivered_to_the_built_in_sandbox_and_inspectable() {
     server.wait_for_dashboard();
     server.wait_for_line("Salesforce sandbox: ");
 
-    let mut demo = dir.cmd(&["demo", "--json"]);
+    let mut demo = dir.cmd(&["demo", "--text", "--json"]);
     demo.env("SWITCHBOARD_SANDBOX_ADDR", &sandbox_addr);
     let out = demo.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

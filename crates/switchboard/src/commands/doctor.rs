@@ -132,13 +132,8 @@ async fn check_all(config: &Config) -> Vec<Check> {
     checks.push(check_database(config, secrets).await);
     checks.push(check_http(config));
     checks.push(check_sandbox(config));
-    checks.push(Check::ok(
-        "sip",
-        format!(
-            "{} (telephony is not built yet: nothing listens there)",
-            config.sip.addr
-        ),
-    ));
+    checks.push(check_sip(config));
+    checks.extend(check_speech(config));
     checks.extend(check_salesforce(config));
     checks
 }
@@ -347,6 +342,115 @@ fn check_http(config: &Config) -> Check {
             )
         }
     }
+}
+
+fn check_sip(config: &Config) -> Check {
+    let Some(addr) = config.sip.addr else {
+        return Check::ok("sip", "off (sip.addr = \"off\"): no calls are taken");
+    };
+    let how = config.how_to_set("sip.addr", Some("--sip"));
+    let udp = std::net::UdpSocket::bind(addr);
+    let tcp = std::net::TcpListener::bind(addr);
+    match (udp, tcp) {
+        (Ok(_), Ok(_)) => {
+            let reach = if addr.ip().is_loopback() {
+                "loopback only: a trunk cannot reach it; use 0.0.0.0:5060 to take carrier calls"
+            } else {
+                "UDP and TCP"
+            };
+            Check::ok(
+                "sip",
+                format!(
+                    "{addr} is free ({reach}); RTP ports {}-{}",
+                    config.sip.rtp_ports.0, config.sip.rtp_ports.1
+                ),
+            )
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            let why = match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "is already in use (another SIP server, or switchboard already running?)"
+                        .to_string()
+                }
+                _ => format!("cannot be bound ({e})"),
+            };
+            Check::fail(
+                "sip",
+                format!("{addr} {why}"),
+                format!("stop the other process, or {how}"),
+            )
+        }
+    }
+}
+
+/// The offline speech the server would load (it falls back rather than
+/// failing, so these are warnings unless the config insists).
+fn check_speech(config: &Config) -> Vec<Check> {
+    use crate::config::{SttChoice, TtsChoice};
+    let install = "run scripts/install-speech.sh (make run does)";
+    let mut checks = Vec::new();
+    if config.sip.addr.is_none() {
+        return checks;
+    }
+    let whisper = match &config.speech.whisper_model {
+        Some(dir) => dir
+            .join("model.bin")
+            .is_file()
+            .then(|| dir.clone())
+            .ok_or_else(|| format!("{} has no model.bin", dir.display())),
+        None => switchboard_speech::whisper_model_dir().map_err(|e| e.to_string()),
+    };
+    checks.push(match (config.speech.stt, whisper) {
+        (SttChoice::None, _) => Check::ok(
+            "speech recognition",
+            "off (speech.stt = none): callers are heard through keys only",
+        ),
+        (_, Ok(dir)) => Check::ok(
+            "speech recognition",
+            format!("whisper, model {}", dir.display()),
+        ),
+        (SttChoice::Whisper, Err(e)) => Check::fail(
+            "speech recognition",
+            format!("speech.stt = whisper, but {e}"),
+            install,
+        ),
+        (_, Err(e)) => Check::warn(
+            "speech recognition",
+            format!("no Whisper model ({e}): callers will be heard through keys only"),
+            install,
+        ),
+    });
+    let piper = match &config.speech.piper_voice {
+        Some(v) => v
+            .is_file()
+            .then(|| v.clone())
+            .ok_or_else(|| format!("{} does not exist", v.display())),
+        None => switchboard_speech::piper_voice_path().map_err(|e| e.to_string()),
+    };
+    let espeak = std::process::Command::new("espeak-ng")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    checks.push(match (config.speech.tts, piper, espeak) {
+        (TtsChoice::Espeak, _, true) | (TtsChoice::Auto, Err(_), true) => Check::ok(
+            "speech synthesis",
+            "espeak-ng (robotic; Piper sounds natural: scripts/install-speech.sh)",
+        ),
+        (TtsChoice::Piper | TtsChoice::Auto, Ok(v), _) => {
+            Check::ok("speech synthesis", format!("piper, voice {}", v.display()))
+        }
+        (TtsChoice::Piper, Err(e), _) => Check::fail(
+            "speech synthesis",
+            format!("speech.tts = piper, but {e}"),
+            install,
+        ),
+        (_, _, false) => Check::fail(
+            "speech synthesis",
+            "neither Piper nor espeak-ng is installed: the agent cannot speak",
+            "apt-get install espeak-ng, or scripts/install-speech.sh",
+        ),
+    });
+    checks
 }
 
 fn check_salesforce(config: &Config) -> Vec<Check> {

@@ -8,6 +8,7 @@ use crate::app::App;
 use crate::cli::DataCommand;
 
 pub(crate) mod agents;
+pub(crate) mod call;
 pub(crate) mod contacts;
 pub(crate) mod demo;
 pub(crate) mod doctor;

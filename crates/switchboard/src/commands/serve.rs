@@ -81,10 +81,6 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<ExitCode> {
         );
     }
     info!(%addr, "dashboard and API listening");
-    info!(
-        sip = %config.sip.addr,
-        "telephony is not built yet: no SIP listener is started and calls cannot be received"
-    );
 
     // `..Default` keeps this compiling when the web side grows a setting.
     #[allow(clippy::needless_update)]
@@ -93,6 +89,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<ExitCode> {
         login_ttl: config.http.login_ttl,
         secure_cookies: config.http.secure_cookies,
         login_attempts_per_minute: config.http.login_attempts_per_minute,
+        recordings_dir: Some(config.storage.recordings_dir.clone()),
         ..WebSettings::default()
     };
     let notify = Arc::new(Notify::new());
@@ -104,11 +101,20 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<ExitCode> {
         notify.clone(),
         workers_stop,
     );
+    let telephony = wiring::start_telephony(&config, &store, notify.clone()).await?;
+    if let Some(t) = &telephony {
+        println!("SIP: {} (UDP and TCP)", t.local_addr());
+    }
     let mut state = AppState::new(store.clone(), settings)
         .with_salesforce(salesforce)
         .with_handoff_notify(notify);
     if let Some(s) = &sandbox {
         state = state.with_sandbox(s.sandbox.clone());
+    }
+    if let Some(t) = &telephony {
+        state = state.with_dialer(Arc::new(crate::calls::TelephonyDialer {
+            telephony: t.clone(),
+        }));
     }
 
     // The signal starts a graceful shutdown; the grace period bounds it.
@@ -128,6 +134,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<ExitCode> {
             Ok(())
         }
     };
+    // Calls get the grace period to finish, then are hung up.
+    if let Some(t) = &telephony {
+        t.shutdown(GRACE).await;
+    }
     // Workers finish the message in flight and give their job back.
     let _ = stop_workers.send(true);
     wiring::drain_workers(workers, GRACE).await;

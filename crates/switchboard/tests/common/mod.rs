@@ -51,8 +51,14 @@ impl Sandbox {
                 cmd.env_remove(name);
             }
         }
-        // Tests run in parallel: the built-in Salesforce sandbox takes a free port.
+        // Tests run in parallel: the built-in Salesforce sandbox and SIP take
+        // free ports.
         cmd.env("SWITCHBOARD_SANDBOX_ADDR", "127.0.0.1:0");
+        cmd.env("SWITCHBOARD_SIP_ADDR", "127.0.0.1:0");
+        // Only the phone tests need real speech (they set `auto`): the others
+        // should not load models.
+        cmd.env("SWITCHBOARD_SPEECH_STT", "none");
+        cmd.env("SWITCHBOARD_SPEECH_TTS", "espeak-ng");
         cmd
     }
 
@@ -238,6 +244,33 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A minimal HTTP/1.1 POST of a JSON body with a bearer token; returns the
+/// status code and body.
+pub fn http_post_json(addr: SocketAddr, path: &str, token: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, DEADLINE).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut response = String::new();
