@@ -131,49 +131,14 @@ pub(crate) async fn run(app: &App, args: DemoArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         h = store.handoff(h.id).await?;
     }
-    let base = app
-        .config
-        .http
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", app.config.http.addr));
-    if args.json.json {
-        output::json(&json!({ "session": session.id, "handoff": h }))?;
-    } else {
+    if !args.json.json {
         println!(
             "Demo call recorded: agent {}, caller {DEMO_CALLER}, {} turns, handed off.",
             agent.spec.name,
             turns.len()
         );
-        println!(
-            "Session (what happened, transcript, handoff status): {base}/inbox/{}",
-            session.id
-        );
-        match h.status {
-            HandoffStatus::Delivered => {
-                println!(
-                    "Delivered to Salesforce: conversation {} with {} messages.",
-                    h.conversation_id.as_deref().unwrap_or("?"),
-                    h.messages_acked
-                );
-                if let Some(addr) = app.config.sandbox.addr {
-                    println!("What a rep sees (built-in sandbox while no org is configured): {base}/sandbox or http://{addr}/sandbox/console");
-                }
-            }
-            HandoffStatus::Pending | HandoffStatus::Delivering => {
-                println!("Not delivered yet: is `switchboard serve` running? It delivers the handoff as soon as it runs.");
-            }
-            _ => println!(
-                "Delivery stopped: {} — see {base}/troubleshooting",
-                h.last_error.as_deref().unwrap_or("unknown error")
-            ),
-        }
     }
-    Ok(if h.status == HandoffStatus::Delivered || args.wait == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    report(app, &session, Some(&h), &args)
 }
 
 /// The demo over SIP: make sure this machine may call in, call the running
