@@ -27,11 +27,14 @@ test:
 	scripts/e2e.sh
 	@echo "make test: OK in $$(( $$(date +%s) - $(START) ))s"
 
-# Handoff delivery benchmark (release build): prints a table and writes JSON
-# to $BENCH_OUT, else $CARGO_TARGET_DIR/bench/handoff-delivery.json.
+# Benchmarks (release builds): each prints a table and writes JSON under
+# $CARGO_TARGET_DIR/bench/ (see docs/benchmarks.md).
 bench:
 	scripts/install-deps.sh test
 	scripts/with-postgres.sh cargo bench --locked -p switchboard-handoff --bench delivery
+	cargo bench --locked -p switchboard-rtp --bench relay
+	cargo bench --locked -p switchboard-telephony --bench setups
+	cargo bench --locked -p switchboard-voice --bench turns
 	@echo "make bench: OK in $$(( $$(date +%s) - $(START) ))s"
 
 # The browser tests alone (Debian chromium driven by playwright-core).

@@ -432,7 +432,7 @@ impl Server {
             .create_agent(
                 &AgentInput {
                     name: "Support".into(),
-                    max_concurrent_calls: Some(100_000),
+                    max_concurrent_calls: Some(10_000),
                     ..Default::default()
                 }
                 .validate(Region::default())?,
