@@ -195,7 +195,15 @@ pub async fn run_script(
                 recorder = None;
             }
         }
-        let _ = line.audio_out.try_send(ours);
+        if ours.is_silence() {
+            // Silence may be dropped when the queue is full (we are catching
+            // up after synthesising); speech must not be.
+            let _ = line.audio_out.try_send(ours);
+        } else if line.audio_out.send(ours).await.is_err() {
+            result = "hung_up";
+            end_reason = "the far end hung up".into();
+            break;
+        }
 
         // Next step, when it is time: after our own audio has gone out and
         // the far end has answered it (or stayed silent too long).

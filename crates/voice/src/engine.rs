@@ -31,8 +31,9 @@ use crate::writer::{self, Write};
 pub struct EngineConfig {
     pub call: CallConfig,
     /// Caller audio kept from before the VAD fired, sent to the STT first so
-    /// the first syllable is not clipped (15 frames = 300 ms: the VAD needs
-    /// a few voiced frames, and soft onsets such as "I" start below it).
+    /// the first syllable is not clipped (25 frames = 500 ms: the VAD needs
+    /// a few voiced frames, and soft onsets such as "I" start below it;
+    /// Whisper does not mind the extra lead-in).
     pub stt_preroll_frames: usize,
     /// How long a live transfer may ring before we fall back.
     pub transfer_timeout: Duration,
@@ -51,7 +52,7 @@ impl Default for EngineConfig {
                 stt_final_timeout: Duration::from_secs(6),
                 ..CallConfig::default()
             },
-            stt_preroll_frames: 15,
+            stt_preroll_frames: 25,
             transfer_timeout: Duration::from_secs(30),
             llm: None,
         }
