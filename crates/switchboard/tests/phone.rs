@@ -6,6 +6,7 @@
 //! Needs the speech models from `scripts/install-speech.sh` (which `make
 //! test` runs); without them the test says so and stops, unless `CI` is
 //! set, where it fails.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -76,19 +77,7 @@ async fn a_phone_call_is_answered_and_handed_off_to_salesforce() {
         "127.0.0.1/32",
     ]);
 
-    let mut cmd = sb.cmd(&["serve", "--http", "127.0.0.1:0"]);
-    cmd.env("SWITCHBOARD_ADMIN_PASSWORD", "correct horse battery");
-    cmd.env("SWITCHBOARD_SPEECH_STT", "auto");
-    cmd.env("SWITCHBOARD_SPEECH_TTS", "auto");
-    let mut server = Server::start(cmd);
-    server.wait_for_dashboard();
-    let sip = server.wait_for_line("SIP: ");
-    let sip = sip
-        .trim_start_matches("SIP: ")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let (mut server, sip) = serve_with_speech(&sb);
 
     let recording = sb.path().join("caller.wav");
     let mut call = sb.bare_cmd(&[
@@ -193,6 +182,23 @@ async fn a_phone_call_is_answered_and_handed_off_to_salesforce() {
     assert_eq!(server.terminate(), 0, "{}", server.stderr());
 }
 
+/// `serve` on free ports with the offline speech; returns it and its SIP address.
+fn serve_with_speech(sb: &Sandbox) -> (Server, String) {
+    let mut cmd = sb.cmd(&["serve", "--http", "127.0.0.1:0"]);
+    cmd.env("SWITCHBOARD_ADMIN_PASSWORD", "correct horse battery");
+    cmd_env_speech(&mut cmd);
+    let mut server = Server::start(cmd);
+    server.wait_for_dashboard();
+    let line = server.wait_for_line("SIP: ");
+    let sip = line
+        .trim_start_matches("SIP: ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    (server, sip)
+}
+
 fn cmd_env_speech(cmd: &mut std::process::Command) {
     cmd.env("SWITCHBOARD_SPEECH_STT", "auto");
     cmd.env("SWITCHBOARD_SPEECH_TTS", "auto");
@@ -204,18 +210,7 @@ async fn the_demo_places_a_real_call_that_is_delivered() {
         return;
     }
     let sb = Sandbox::new();
-    let mut cmd = sb.cmd(&["serve", "--http", "127.0.0.1:0"]);
-    cmd.env("SWITCHBOARD_ADMIN_PASSWORD", "correct horse battery");
-    cmd.env("SWITCHBOARD_SPEECH_STT", "auto");
-    let mut server = Server::start(cmd);
-    server.wait_for_dashboard();
-    let sip = server.wait_for_line("SIP: ");
-    let sip = sip
-        .trim_start_matches("SIP: ")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let (mut server, sip) = serve_with_speech(&sb);
     let mut demo = sb.cmd(&["demo", "--wait", "60"]);
     demo.env("SWITCHBOARD_SIP_ADDR", &sip);
     cmd_env_speech(&mut demo);
@@ -259,18 +254,7 @@ async fn barge_in_stops_the_greeting_and_escalation_captures_a_callback() {
         "--allow",
         "127.0.0.1/32",
     ]);
-    let mut cmd = sb.cmd(&["serve", "--http", "127.0.0.1:0"]);
-    cmd.env("SWITCHBOARD_ADMIN_PASSWORD", "correct horse battery");
-    cmd_env_speech(&mut cmd);
-    let mut server = Server::start(cmd);
-    server.wait_for_dashboard();
-    let sip = server.wait_for_line("SIP: ");
-    let sip = sip
-        .trim_start_matches("SIP: ")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let (mut server, sip) = serve_with_speech(&sb);
 
     let mut call = sb.bare_cmd(&[
         "call",
