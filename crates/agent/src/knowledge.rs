@@ -371,6 +371,21 @@ Free parking is available behind the building.
     }
 
     #[test]
+    fn a_slightly_misheard_question_still_finds_its_entry_in_a_real_sized_base() {
+        // Whisper on 8 kHz audio sometimes hears "opening nowers".
+        let k = Knowledge::parse(
+            "You are the receptionist of Acme Dental.\n\n\
+             Opening hours: Monday to Friday, 9 am to 5 pm. Closed on weekends.\n\n\
+             Where are you? We are at 100 Main Street, Springfield, next to the library.\n\n\
+             Do you take new patients? Yes, new patients are welcome; the first visit takes about an hour.\n\n\
+             How much is a cleaning? A routine cleaning costs 90 dollars; most insurance plans cover it.",
+        );
+        let found = k.search("What are your opening nowers?", Thresholds::default());
+        let best = found.best.expect("the hours entry still answers");
+        assert!(best.answer.starts_with("Opening hours"), "{}", best.answer);
+    }
+
+    #[test]
     fn opening_hours_question_finds_the_hours_paragraph() {
         let k = Knowledge::parse(INSTRUCTIONS);
         let found = k.search("What are your opening hours?", Thresholds::default());

@@ -55,7 +55,10 @@ async fn a_phone_call_is_answered_and_handed_off_to_salesforce() {
         "--name",
         "Acme front desk",
         "--instructions",
-        "You are the receptionist of Acme Dental.\n\nOpening hours: Monday to Friday, 9 am to 5 pm. Closed on weekends.",
+        // A knowledge base of a realistic size: with only one or two entries
+        // every word is common, and BM25 scores a slightly misheard question
+        // ("opening nowers") below the threshold.
+        "You are the receptionist of Acme Dental.\n\nOpening hours: Monday to Friday, 9 am to 5 pm. Closed on weekends.\n\nWhere are you? We are at 100 Main Street, Springfield, next to the library.\n\nDo you take new patients? Yes, new patients are welcome; the first visit takes about an hour.\n\nHow much is a cleaning? A routine cleaning costs 90 dollars; most insurance plans cover it.",
         "--handoff-mode",
         "logged_escalation",
     ]);
