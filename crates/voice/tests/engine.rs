@@ -143,13 +143,12 @@ async fn fixture() -> Fixture {
     Fixture { store, _dir: dir }
 }
 
-async fn run_call(
+/// The Acme agent in `mode` (handoff number +14155550100) and an inbound
+/// session from +14155550123 for it.
+async fn agent_and_call(
     f: &Fixture,
     mode: HandoffMode,
-    heard: &[&str],
-    steps: Vec<Step>,
-    control: Arc<Control>,
-) -> (switchboard_voice::CallReport, usize) {
+) -> (switchboard_model::Agent, switchboard_model::Session) {
     let spec = AgentInput {
         name: "Acme front desk".into(),
         instructions: Some(INSTRUCTIONS.into()),
@@ -172,6 +171,17 @@ async fn run_call(
         })
         .await
         .unwrap();
+    (agent, session)
+}
+
+async fn run_call(
+    f: &Fixture,
+    mode: HandoffMode,
+    heard: &[&str],
+    steps: Vec<Step>,
+    control: Arc<Control>,
+) -> (switchboard_voice::CallReport, usize) {
+    let (agent, session) = agent_and_call(f, mode).await;
     let engine = Engine::new(
         f.store.clone(),
         Arc::new(ScriptStt {
@@ -445,27 +455,7 @@ fn line_pair() -> (Line, Line, Arc<Control>, Arc<Control>) {
 async fn the_test_caller_talks_to_the_engine() {
     use switchboard_voice::caller::{run_script, CallerConfig, Step as CallerStep};
     let f = fixture().await;
-    let spec = AgentInput {
-        name: "Acme".into(),
-        instructions: Some(INSTRUCTIONS.into()),
-        handoff_mode: Some(HandoffMode::LoggedEscalation),
-        ..Default::default()
-    }
-    .validate(Region::default())
-    .unwrap();
-    let agent = f.store.create_agent(&spec).await.unwrap();
-    let session = f
-        .store
-        .create_session(&NewSession {
-            agent_id: Some(agent.id),
-            direction: switchboard_model::Direction::Inbound,
-            from: "+14155550123".into(),
-            to: "+14155550000".into(),
-            contact_id: None,
-            started_at: Timestamp::from_millis(1_800_000_000_000),
-        })
-        .await
-        .unwrap();
+    let (agent, session) = agent_and_call(&f, HandoffMode::LoggedEscalation).await;
     let engine = Engine::new(
         f.store.clone(),
         Arc::new(ScriptStt {
