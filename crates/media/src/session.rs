@@ -309,33 +309,9 @@ impl RtpSession {
     /// starts a new reporting interval. `None` before any audio.
     pub fn report_block(&mut self, now: Instant) -> Option<ReportBlock> {
         let ssrc = self.ssrc?;
-        let seq = self.seq.as_mut()?;
-        let expected = seq.expected();
-        let interval_expected = expected.saturating_sub(seq.expected_prior);
-        let interval_received = seq.received.saturating_sub(seq.received_prior);
-        seq.expected_prior = expected;
-        seq.received_prior = seq.received;
-        let interval_lost = interval_expected.saturating_sub(interval_received);
-        let fraction_lost = (interval_lost << 8)
-            .checked_div(interval_expected)
-            .map_or(0, |f| f.min(255) as u8);
-        let (last_sr, delay_since_last_sr) = match self.last_sr {
-            Some((middle, at)) => {
-                let delay = now.saturating_duration_since(at).as_secs_f64() * 65_536.0;
-                (middle, delay.min(f64::from(u32::MAX)) as u32)
-            }
-            None => (0, 0),
-        };
-        Some(ReportBlock {
-            ssrc,
-            fraction_lost,
-            cumulative_lost: (expected as i64 - seq.received as i64).clamp(-0x80_0000, 0x7F_FFFF)
-                as i32,
-            highest_sequence: seq.max as u32,
-            jitter: self.jitter.jitter().rtp_units(),
-            last_sr,
-            delay_since_last_sr,
-        })
+        let jitter = self.jitter.jitter().rtp_units();
+        let last_sr = self.last_sr;
+        Some(self.seq.as_mut()?.report_block(ssrc, jitter, last_sr, now))
     }
 
     fn accept(
@@ -581,11 +557,12 @@ impl FrameClock {
     }
 }
 
-/// Extended sequence tracking for loss statistics (RFC 3550 A.1, without
-/// probation: the session only accepts negotiated payload types from the
-/// latched source, which does the job probation does there).
-#[derive(Debug)]
-struct SeqCounter {
+/// Sequence accounting of one received RTP stream (RFC 3550 A.3): the
+/// extended highest sequence number, packets received, and the interval
+/// counters of the next reception report. Shared by [`RtpSession`] and the
+/// bridge's forwarding path in `switchboard-rtp`.
+#[derive(Debug, Clone)]
+pub struct SeqCounter {
     base: u64,
     max: u64,
     received: u64,
@@ -594,7 +571,8 @@ struct SeqCounter {
 }
 
 impl SeqCounter {
-    fn new(sequence: u16) -> Self {
+    /// Starts counting at the stream's first packet.
+    pub fn new(sequence: u16) -> Self {
         let ext = u64::from(sequence) + (1 << 16);
         SeqCounter {
             base: ext,
@@ -605,15 +583,64 @@ impl SeqCounter {
         }
     }
 
-    fn update(&mut self, sequence: u16) {
+    /// Counts one more packet.
+    pub fn update(&mut self, sequence: u16) {
         let ext = extend(sequence, self.max);
         self.max = self.max.max(ext);
         self.base = self.base.min(ext);
         self.received += 1;
     }
 
-    fn expected(&self) -> u64 {
+    /// Packets the sequence numbers say were sent.
+    pub fn expected(&self) -> u64 {
         self.max - self.base + 1
+    }
+
+    /// Packets received (duplicates included, as RFC 3550 counts them).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Packets lost so far (negative with duplicates).
+    pub fn lost(&self) -> i64 {
+        self.expected() as i64 - self.received as i64
+    }
+
+    /// The reception report block for `ssrc`, and starts a new reporting
+    /// interval. `jitter` in RTP timestamp units; `last_sr` is the middle of
+    /// the peer's last sender report's NTP time and when it arrived.
+    pub fn report_block(
+        &mut self,
+        ssrc: u32,
+        jitter: u32,
+        last_sr: Option<(u32, Instant)>,
+        now: Instant,
+    ) -> ReportBlock {
+        let expected = self.expected();
+        let interval_expected = expected.saturating_sub(self.expected_prior);
+        let interval_received = self.received.saturating_sub(self.received_prior);
+        self.expected_prior = expected;
+        self.received_prior = self.received;
+        let interval_lost = interval_expected.saturating_sub(interval_received);
+        let fraction_lost = (interval_lost << 8)
+            .checked_div(interval_expected)
+            .map_or(0, |f| f.min(255) as u8);
+        let (last_sr, delay_since_last_sr) = match last_sr {
+            Some((middle, at)) => {
+                let delay = now.saturating_duration_since(at).as_secs_f64() * 65_536.0;
+                (middle, delay.min(f64::from(u32::MAX)) as u32)
+            }
+            None => (0, 0),
+        };
+        ReportBlock {
+            ssrc,
+            fraction_lost,
+            cumulative_lost: self.lost().clamp(-0x80_0000, 0x7F_FFFF) as i32,
+            highest_sequence: self.max as u32,
+            jitter,
+            last_sr,
+            delay_since_last_sr,
+        }
     }
 }
 

@@ -2,35 +2,47 @@
 //!
 //! `cargo bench -p switchboard-rtp --bench relay`
 //!
-//! For each call count N (default 100, 250, 500; `RELAY_CALLS=50,100`) and
-//! for `RELAY_SECS` seconds (default 8) each of:
+//! For each call count N (default 100, 250, 500, 1000; `RELAY_CALLS=50,100`)
+//! and for `RELAY_SECS` seconds (default 8) each of:
 //!
-//! - **bridge**: per call, a synthetic caller and a synthetic rep (one task
-//!   per call sends a 20 ms PCMU packet each way every tick) talk through two
-//!   switchboard legs joined by [`bridge`]: decode, jitter buffer, pacing,
-//!   re-encode;
+//! - **bridge**: per call, a synthetic caller and a synthetic rep (a 20 ms
+//!   PCMU packet each way every tick; one peer task, one caller socket and
+//!   one rep socket per 25 calls, so the peers stay cheap) talk through two
+//!   switchboard legs joined by [`bridge`] (one task per bridged call
+//!   forwarding each packet as it arrives, header rewritten, recording off;
+//!   `RELAY_RECORD=1` records each call's first leg, both directions, to
+//!   WAV files in a temporary directory);
 //! - **baseline**: the same peers through a plain relay (one task per call
 //!   and direction doing `recv_from` → `send_to`, no decoding).
+//!
+//! The relay under test (bridge or baseline) runs on its own tokio runtime
+//! with **one** worker thread (`sb-relay`), the peers on another runtime
+//! with two, so "calls per core" is measured rather than inferred: the relay
+//! thread's CPU time (`/proc/self/task/*/stat`) over the run gives its share
+//! of one core, and calls ÷ share is the calls one core would carry at that
+//! cost. Relay CPU per packet is that CPU time divided by packets delivered;
+//! process CPU per packet (peers included) is reported too.
 //!
 //! Each payload carries its send time (µs since the run started) in
 //! nibble-coded bytes that survive µ-law decode/encode, so the receiving
 //! peer measures one-way delay; lost packets are those that never arrive
-//! intact (concealed frames do not carry the tag). CPU per packet is the
-//! process CPU time (`/proc/self/stat` utime + stime, both peers included in
-//! both variants) divided by packets delivered. RSS per idle leg is the
-//! growth of VmRSS over 200 started legs with no incoming RTP.
+//! intact. RSS per idle leg is the growth of VmRSS over 200 started legs
+//! with no incoming RTP; RSS per idle bridged call the same over 200
+//! bridged calls (two legs each).
 //!
 //! Prints a table and writes `$CARGO_TARGET_DIR/bench/rtp-relay.json`.
 
 #![allow(clippy::unwrap_used)] // reason: a benchmark aborts on setup failure
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchboard_media::rtp::{RtpHeader, RtpPacket};
 use switchboard_rtp::{bridge, BridgeHandle, MediaConfig, MediaEngine, PortRange};
 use tokio::net::UdpSocket;
+use tokio::runtime::Handle;
 
 const TAG: u8 = 0x99;
 const IDLE_LEGS: usize = 200;
@@ -43,35 +55,59 @@ struct Outcome {
     delivered: u64,
     loss_pct: f64,
     cpu_us_per_packet: f64,
+    relay_cpu_us_per_packet: f64,
+    /// The relay thread's busy share of one core over the run.
+    relay_core_share: f64,
     delay_p50_ms: f64,
     delay_p99_ms: f64,
 }
+
+/// Thread name of the relay runtime's worker.
+const RELAY_THREAD: &str = "sb-relay";
 
 fn main() {
     let calls: Vec<usize> = std::env::var("RELAY_CALLS")
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![100, 250, 500]);
+        .unwrap_or_else(|| vec![100, 250, 500, 1000]);
     let secs: u64 = std::env::var("RELAY_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
+    // Kept until the end of the run: the recordings' directory.
+    let record = std::env::var("RELAY_RECORD")
+        .is_ok_and(|v| v == "1")
+        .then(|| tempfile::tempdir().unwrap());
+    let record_dir = record.as_ref().map(|d| d.path().to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("sb-peers")
         .enable_all()
         .build()
         .unwrap();
+    let relay_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(RELAY_THREAD)
+        .enable_all()
+        .build()
+        .unwrap();
+    let relay = relay_runtime.handle().clone();
     runtime.block_on(async move {
         let epoch = Instant::now();
-        let rss_per_idle_leg_kib = idle_leg_rss(epoch).await;
+        let rss_per_idle_leg_kib = idle_leg_rss(&relay).await;
+        let rss_per_idle_bridge_kib = idle_bridge_rss(&relay).await;
         let mut rows = Vec::new();
         for &n in &calls {
-            let baseline = run_baseline(n, secs, epoch).await;
-            let bridged = run_bridge(n, secs, epoch).await;
+            let baseline = run_baseline(&relay, n, secs, epoch).await;
+            let bridged = run_bridge(&relay, n, secs, epoch, record_dir.as_deref()).await;
             rows.push((baseline, bridged));
         }
-        report(&rows, rss_per_idle_leg_kib);
+        if record_dir.is_some() {
+            println!("recording on: each bridged call's first leg, both directions");
+        }
+        report(&rows, rss_per_idle_leg_kib, rss_per_idle_bridge_kib);
     });
+    drop(relay_runtime);
 }
 
 fn engine() -> MediaEngine {
@@ -96,15 +132,15 @@ async fn bind() -> UdpSocket {
         .unwrap()
 }
 
-async fn idle_leg_rss(_epoch: Instant) -> f64 {
+async fn idle_leg_rss(relay: &Handle) -> f64 {
     let engine = engine();
     let sink = bind().await;
     let offer = offer_for(sink.local_addr().unwrap().port());
     // Warm up allocators and the runtime with a few legs first.
-    let warm: Vec<_> = futures_legs(&engine, &offer, 10).await;
+    let warm: Vec<_> = futures_legs(relay, &engine, &offer, 10).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_kib();
-    let legs = futures_legs(&engine, &offer, IDLE_LEGS).await;
+    let legs = futures_legs(relay, &engine, &offer, IDLE_LEGS).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib();
     for leg in warm.iter().chain(legs.iter()) {
@@ -117,7 +153,26 @@ async fn idle_leg_rss(_epoch: Instant) -> f64 {
     (after - before) / IDLE_LEGS as f64
 }
 
+/// Bridged calls with no traffic: two legs and a bridge each.
+async fn idle_bridge_rss(relay: &Handle) -> f64 {
+    let engine = engine();
+    let (warm, _peers) = bridged_calls(relay, &engine, 10, None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss_kib();
+    let (bridges, _more_peers) = bridged_calls(relay, &engine, IDLE_LEGS, None).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib();
+    for b in warm.iter().chain(bridges.iter()) {
+        b.stop();
+    }
+    for b in warm.iter().chain(bridges.iter()) {
+        b.wait().await;
+    }
+    (after - before) / IDLE_LEGS as f64
+}
+
 async fn futures_legs(
+    relay: &Handle,
     engine: &MediaEngine,
     offer: &str,
     n: usize,
@@ -125,18 +180,46 @@ async fn futures_legs(
     let mut legs = Vec::with_capacity(n);
     for _ in 0..n {
         let (endpoint, _) = engine.answer(offer).await.unwrap();
+        let _relay = relay.enter();
         legs.push(endpoint.start(None));
     }
     // Keep the event channels drained so the legs stay alive and idle.
     legs
 }
 
-/// One synthetic call: two peer sockets, each sending to `to_*`.
+/// Calls whose callers share one socket and whose reps share another, so
+/// the synthetic peers cost little next to the relay under test.
+const PEER_GROUP: usize = 25;
+
+/// Where one synthetic call's caller and rep send.
 struct Call {
-    a: UdpSocket,
-    b: UdpSocket,
     a_to: SocketAddr,
     b_to: SocketAddr,
+}
+
+/// Up to [`PEER_GROUP`] calls driven by one task: one caller-side and one
+/// rep-side socket, one 20 ms ticker.
+struct Group {
+    a: UdpSocket,
+    b: UdpSocket,
+    calls: Vec<Call>,
+}
+
+impl Group {
+    async fn bind() -> Group {
+        Group {
+            a: bind().await,
+            b: bind().await,
+            calls: Vec::with_capacity(PEER_GROUP),
+        }
+    }
+
+    fn ports(&self) -> (u16, u16) {
+        (
+            self.a.local_addr().unwrap().port(),
+            self.b.local_addr().unwrap().port(),
+        )
+    }
 }
 
 #[derive(Default)]
@@ -146,13 +229,13 @@ struct PeerResult {
     delays_us: Vec<u32>,
 }
 
-async fn run_peers(calls: Vec<Call>, secs: u64, epoch: Instant) -> (PeerResult, f64) {
+async fn run_peers(groups: Vec<Group>, secs: u64, epoch: Instant) -> (PeerResult, f64, f64) {
     let cpu_before = cpu_seconds();
-    let started = Instant::now();
-    let tasks: Vec<_> = calls
+    let relay_before = relay_cpu_seconds();
+    let tasks: Vec<_> = groups
         .into_iter()
         .enumerate()
-        .map(|(i, call)| tokio::spawn(peer_task(call, secs, epoch, i as u32)))
+        .map(|(i, group)| tokio::spawn(peer_task(group, secs, epoch, (i * PEER_GROUP) as u32)))
         .collect();
     let mut total = PeerResult::default();
     for task in tasks {
@@ -162,11 +245,11 @@ async fn run_peers(calls: Vec<Call>, secs: u64, epoch: Instant) -> (PeerResult, 
         total.delays_us.extend(r.delays_us);
     }
     let cpu = cpu_seconds() - cpu_before;
-    let _ = started;
-    (total, cpu)
+    let relay_cpu = relay_cpu_seconds() - relay_before;
+    (total, cpu, relay_cpu)
 }
 
-async fn peer_task(call: Call, secs: u64, epoch: Instant, id: u32) -> PeerResult {
+async fn peer_task(group: Group, secs: u64, epoch: Instant, first_id: u32) -> PeerResult {
     let mut result = PeerResult::default();
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -175,6 +258,7 @@ async fn peer_task(call: Call, secs: u64, epoch: Instant, id: u32) -> PeerResult
     let (mut seq, mut ts) = (0u16, 0u32);
     let mut buf_a = [0u8; 512];
     let mut buf_b = [0u8; 512];
+    let mut packet = Vec::with_capacity(200);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -182,15 +266,19 @@ async fn peer_task(call: Call, secs: u64, epoch: Instant, id: u32) -> PeerResult
                 if now >= end { break; }
                 if now < end_send {
                     let payload = tagged_payload(epoch);
-                    let packet = RtpHeader { marker: false, payload_type: 0, sequence: seq, timestamp: ts, ssrc: id }.to_packet(&payload);
+                    for (i, call) in group.calls.iter().enumerate() {
+                        packet.clear();
+                        RtpHeader { marker: false, payload_type: 0, sequence: seq, timestamp: ts, ssrc: first_id + i as u32 }
+                            .write(&payload, &mut packet);
+                        if group.a.send_to(&packet, call.a_to).await.is_ok() { result.sent += 1; }
+                        if group.b.send_to(&packet, call.b_to).await.is_ok() { result.sent += 1; }
+                    }
                     seq = seq.wrapping_add(1);
                     ts = ts.wrapping_add(160);
-                    if call.a.send_to(&packet, call.a_to).await.is_ok() { result.sent += 1; }
-                    if call.b.send_to(&packet, call.b_to).await.is_ok() { result.sent += 1; }
                 }
             }
-            Ok((len, _)) = call.a.recv_from(&mut buf_a) => record(&buf_a[..len], epoch, &mut result),
-            Ok((len, _)) = call.b.recv_from(&mut buf_b) => record(&buf_b[..len], epoch, &mut result),
+            Ok((len, _)) = group.a.recv_from(&mut buf_a) => record(&buf_a[..len], epoch, &mut result),
+            Ok((len, _)) = group.b.recv_from(&mut buf_b) => record(&buf_b[..len], epoch, &mut result),
         }
     }
     result
@@ -229,20 +317,29 @@ fn record(datagram: &[u8], epoch: Instant, result: &mut PeerResult) {
     result.delays_us.push(now.wrapping_sub(us));
 }
 
-async fn run_baseline(n: usize, secs: u64, epoch: Instant) -> Outcome {
-    let mut calls = Vec::with_capacity(n);
-    let mut relays = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (a, b) = (bind().await, bind().await);
-        let (ra, rb) = (Arc::new(bind().await), Arc::new(bind().await));
-        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        calls.push(Call {
+async fn run_baseline(relay_rt: &Handle, n: usize, secs: u64, epoch: Instant) -> Outcome {
+    let mut groups: Vec<Group> = Vec::with_capacity(n.div_ceil(PEER_GROUP));
+    let mut relays = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        if i % PEER_GROUP == 0 {
+            groups.push(Group::bind().await);
+        }
+        let group = groups.last_mut().unwrap();
+        let (a_addr, b_addr) = (group.a.local_addr().unwrap(), group.b.local_addr().unwrap());
+        let bind_std = || {
+            let s = std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        };
+        let (ra, rb) = (bind_std(), bind_std());
+        group.calls.push(Call {
             a_to: ra.local_addr().unwrap(),
             b_to: rb.local_addr().unwrap(),
-            a,
-            b,
         });
-        // recv on one side, send from the other, like a media relay.
+        // On the relay runtime: recv on one side, send from the other.
+        let _relay = relay_rt.enter();
+        let ra = Arc::new(UdpSocket::from_std(ra).unwrap());
+        let rb = Arc::new(UdpSocket::from_std(rb).unwrap());
         relays.push(tokio::spawn(relay(
             Arc::clone(&ra),
             Arc::clone(&rb),
@@ -250,11 +347,11 @@ async fn run_baseline(n: usize, secs: u64, epoch: Instant) -> Outcome {
         )));
         relays.push(tokio::spawn(relay(rb, ra, a_addr)));
     }
-    let (result, cpu) = run_peers(calls, secs, epoch).await;
+    let (result, cpu, relay_cpu) = run_peers(groups, secs, epoch).await;
     for r in relays {
         r.abort();
     }
-    outcome(n, secs, result, cpu)
+    outcome(n, secs, result, cpu, relay_cpu)
 }
 
 async fn relay(from: Arc<UdpSocket>, out: Arc<UdpSocket>, to: SocketAddr) {
@@ -264,39 +361,57 @@ async fn relay(from: Arc<UdpSocket>, out: Arc<UdpSocket>, to: SocketAddr) {
     }
 }
 
-async fn run_bridge(n: usize, secs: u64, epoch: Instant) -> Outcome {
+async fn run_bridge(
+    relay: &Handle,
+    n: usize,
+    secs: u64,
+    epoch: Instant,
+    record: Option<&Path>,
+) -> Outcome {
     let engine = engine();
-    let mut calls = Vec::with_capacity(n);
-    let mut bridges: Vec<BridgeHandle> = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (a, b) = (bind().await, bind().await);
-        let (endpoint_a, _) = engine
-            .answer(&offer_for(a.local_addr().unwrap().port()))
-            .await
-            .unwrap();
-        let (pending, _) = engine.offer().await.unwrap();
-        let endpoint_b = pending
-            .accept_answer(&offer_for(b.local_addr().unwrap().port()))
-            .unwrap();
-        calls.push(Call {
-            a_to: endpoint_a.local_addr(),
-            b_to: endpoint_b.local_addr(),
-            a,
-            b,
-        });
-        bridges.push(bridge(endpoint_a.start(None), endpoint_b.start(None)));
-    }
-    let (result, cpu) = run_peers(calls, secs, epoch).await;
+    let (bridges, groups) = bridged_calls(relay, &engine, n, record).await;
+    // Let the legs' handover to their bridges finish before measuring.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (result, cpu, relay_cpu) = run_peers(groups, secs, epoch).await;
     for b in &bridges {
         b.stop();
     }
     for b in &bridges {
         b.wait().await;
     }
-    outcome(n, secs, result, cpu)
+    outcome(n, secs, result, cpu, relay_cpu)
 }
 
-fn outcome(calls: usize, secs: u64, mut r: PeerResult, cpu: f64) -> Outcome {
+/// `n` bridged calls on the relay runtime, with their peers' sockets.
+async fn bridged_calls(
+    relay: &Handle,
+    engine: &MediaEngine,
+    n: usize,
+    record: Option<&Path>,
+) -> (Vec<BridgeHandle>, Vec<Group>) {
+    let mut groups: Vec<Group> = Vec::with_capacity(n.div_ceil(PEER_GROUP));
+    let mut bridges: Vec<BridgeHandle> = Vec::with_capacity(n);
+    for i in 0..n {
+        if i % PEER_GROUP == 0 {
+            groups.push(Group::bind().await);
+        }
+        let group = groups.last_mut().unwrap();
+        let (a_port, b_port) = group.ports();
+        let (endpoint_a, _) = engine.answer(&offer_for(a_port)).await.unwrap();
+        let (pending, _) = engine.offer().await.unwrap();
+        let endpoint_b = pending.accept_answer(&offer_for(b_port)).unwrap();
+        group.calls.push(Call {
+            a_to: endpoint_a.local_addr(),
+            b_to: endpoint_b.local_addr(),
+        });
+        let _relay = relay.enter();
+        let wav = record.map(|dir| dir.join(format!("{n}-{i}.wav")));
+        bridges.push(bridge(endpoint_a.start(wav), endpoint_b.start(None)));
+    }
+    (bridges, groups)
+}
+
+fn outcome(calls: usize, secs: u64, mut r: PeerResult, cpu: f64, relay_cpu: f64) -> Outcome {
     r.delays_us.sort_unstable();
     let pct = |p: f64| {
         r.delays_us
@@ -310,48 +425,77 @@ fn outcome(calls: usize, secs: u64, mut r: PeerResult, cpu: f64) -> Outcome {
         delivered: r.delivered,
         loss_pct: 100.0 * (1.0 - r.delivered as f64 / r.sent.max(1) as f64),
         cpu_us_per_packet: cpu * 1e6 / r.delivered.max(1) as f64,
+        relay_cpu_us_per_packet: relay_cpu * 1e6 / r.delivered.max(1) as f64,
+        relay_core_share: relay_cpu / secs as f64,
         delay_p50_ms: pct(0.5),
         delay_p99_ms: pct(0.99),
     }
 }
 
-fn report(rows: &[(Outcome, Outcome)], rss_per_idle_leg_kib: f64) {
+fn report(rows: &[(Outcome, Outcome)], rss_per_idle_leg_kib: f64, rss_per_idle_bridge_kib: f64) {
     println!();
-    println!("rtp relay bench: bridged G.711 calls vs a plain UDP relay (loopback, both peers in-process)");
     println!(
-        "{:>6} {:>9} | {:>8} {:>10} {:>9} {:>9} | {:>8} {:>10} {:>9} {:>9} | {:>8}",
-        "calls", "variant", "loss %", "cpu µs/pkt", "p50 ms", "p99 ms", "", "", "", "", "cpu ×"
+        "rtp relay bench: bridged G.711 calls vs a plain UDP relay \
+         (loopback, relay on 1 worker thread, peers on 2)"
+    );
+    println!(
+        "{:>6} {:>9} | {:>7} {:>8} {:>8} | {:>11} {:>10} {:>10} {:>10}",
+        "calls",
+        "variant",
+        "loss %",
+        "p50 ms",
+        "p99 ms",
+        "relay µs/pkt",
+        "core share",
+        "calls/core",
+        "proc µs/pkt"
     );
     let mut json_rows = Vec::new();
     for (base, bridged) in rows {
         for (name, o) in [("baseline", base), ("bridge", bridged)] {
             println!(
-                "{:>6} {:>9} | {:>8.3} {:>10.2} {:>9.2} {:>9.2} |",
-                o.calls, name, o.loss_pct, o.cpu_us_per_packet, o.delay_p50_ms, o.delay_p99_ms
+                "{:>6} {:>9} | {:>7.3} {:>8.2} {:>8.2} | {:>11.2} {:>10.2} {:>10.0} {:>10.2}",
+                o.calls,
+                name,
+                o.loss_pct,
+                o.delay_p50_ms,
+                o.delay_p99_ms,
+                o.relay_cpu_us_per_packet,
+                o.relay_core_share,
+                o.calls as f64 / o.relay_core_share.max(1e-9),
+                o.cpu_us_per_packet,
             );
         }
+        let relay_ratio = bridged.relay_cpu_us_per_packet / base.relay_cpu_us_per_packet.max(1e-9);
         let ratio = bridged.cpu_us_per_packet / base.cpu_us_per_packet.max(1e-9);
+        let added_p50 = bridged.delay_p50_ms - base.delay_p50_ms;
+        let added_p99 = bridged.delay_p99_ms - base.delay_p99_ms;
         println!(
-            "{:>6} {:>9} | cpu per packet {ratio:.2}× baseline, added p50 delay {:.2} ms",
-            bridged.calls,
-            "ratio",
-            bridged.delay_p50_ms - base.delay_p50_ms
+            "{:>6} {:>9} | relay cpu per packet {relay_ratio:.2}× baseline (process {ratio:.2}×), \
+             added delay p50 {added_p50:.2} ms, p99 {added_p99:.2} ms",
+            bridged.calls, "ratio",
         );
         json_rows.push(serde_json::json!({
             "calls": bridged.calls,
             "seconds": bridged.seconds,
             "baseline": to_json(base),
             "bridge": to_json(bridged),
+            "relay_cpu_ratio": relay_ratio,
             "cpu_ratio": ratio,
-            "added_delay_p50_ms": bridged.delay_p50_ms - base.delay_p50_ms,
-            "added_delay_p99_ms": bridged.delay_p99_ms - base.delay_p99_ms,
+            "added_delay_p50_ms": added_p50,
+            "added_delay_p99_ms": added_p99,
         }));
     }
     println!("rss per idle leg: {rss_per_idle_leg_kib:.1} KiB ({IDLE_LEGS} legs)");
+    println!(
+        "rss per idle bridged call: {rss_per_idle_bridge_kib:.1} KiB ({IDLE_LEGS} calls, two legs each)"
+    );
     let json = serde_json::json!({
         "bench": "rtp-relay",
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "relay_worker_threads": 1,
         "rss_per_idle_leg_kib": rss_per_idle_leg_kib,
+        "rss_per_idle_bridged_call_kib": rss_per_idle_bridge_kib,
         "runs": json_rows,
     });
     let dir = std::env::var("CARGO_TARGET_DIR")
@@ -373,16 +517,39 @@ fn to_json(o: &Outcome) -> serde_json::Value {
         "delivered": o.delivered,
         "loss_pct": o.loss_pct,
         "cpu_us_per_packet": o.cpu_us_per_packet,
+        "relay_cpu_us_per_packet": o.relay_cpu_us_per_packet,
+        "relay_core_share": o.relay_core_share,
         "delay_p50_ms": o.delay_p50_ms,
         "delay_p99_ms": o.delay_p99_ms,
     })
 }
 
-/// Process CPU time (user + system) in seconds, from /proc/self/stat.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+/// CPU time (user + system) of the relay runtime's threads, in seconds.
+fn relay_cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter(|stat| {
+            stat.split_once('(')
+                .and_then(|(_, rest)| rest.rsplit_once(')'))
+                .is_some_and(|(comm, _)| comm.starts_with(RELAY_THREAD))
+        })
+        .map(|stat| stat_cpu_seconds(&stat))
+        .sum()
+}
+
+/// Process CPU time (user + system) in seconds, from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .map(|stat| stat_cpu_seconds(&stat))
+        .unwrap_or(0.0)
+}
+
+/// utime + stime of a `/proc/…/stat` line, in seconds.
+fn stat_cpu_seconds(stat: &str) -> f64 {
     // Fields after the command name (which may contain spaces) start at ')'.
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
         return 0.0;

@@ -18,11 +18,11 @@ use switchboard_media::{
     Codec, DtmfDigit, Frame, Packetizer, RtpSession, SessionConfig, SessionEvent, FRAME_DURATION,
 };
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::engine::MediaConfig;
 use crate::negotiate::{self, LocalDescription, Negotiated};
-use crate::ports::Allocation;
+use crate::ports::{Allocation, PortGuard};
 use crate::recording::Recording;
 use crate::sdp::{Direction, SessionDescription};
 use crate::RtpError;
@@ -36,12 +36,12 @@ pub const EVENTS_CAPACITY: usize = 100;
 /// Ticks run back to back after a stall before the clock skips ahead.
 const MAX_CATCH_UP: u32 = 10;
 /// Interval between our RTCP sender reports (RFC 3550 suggests 5 s).
-const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// How long the latched source (and the current SSRC) must be silent before
 /// another may take over.
 pub const RELATCH_AFTER: Duration = Duration::from_secs(1);
 /// Length of a DTMF key press we send.
-const DTMF_DURATION: Duration = Duration::from_millis(100);
+pub(crate) const DTMF_DURATION: Duration = Duration::from_millis(100);
 
 /// What a running leg reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,6 +142,11 @@ impl MediaHandle {
     /// Applies a re-INVITE's offer (hold with `sendonly`/`inactive`, unhold,
     /// new address or codec) and returns our answer.
     pub fn update_remote(&self, sdp: &str) -> Result<String, RtpError> {
+        // The task reports done before its command receiver is dropped, so
+        // a send could still succeed after `closed()`: ask `done` instead.
+        if self.is_closed() {
+            return Err(RtpError::Stopped);
+        }
         let offer = SessionDescription::parse(sdp)?;
         let (index, negotiated) = negotiate::answer(&offer)?;
         let mut negotiation = lock(&self.shared.negotiation);
@@ -174,6 +179,15 @@ impl MediaHandle {
         self.shared.local_addr
     }
 
+    /// Asks the leg's task to hand itself over to a bridge. The receiver
+    /// fails when the task has already ended.
+    pub(crate) fn detach(&self) -> oneshot::Receiver<Detached> {
+        let (tx, rx) = oneshot::channel();
+        // A send error drops `tx`: the receiver then reports the leg gone.
+        let _ = self.commands.send(Command::Detach(tx));
+        rx
+    }
+
     /// Whether the task has ended.
     pub fn is_closed(&self) -> bool {
         *self.done.borrow()
@@ -189,21 +203,66 @@ impl MediaHandle {
     }
 }
 
-#[derive(Debug)]
-enum Command {
+pub(crate) enum Command {
     Remote(Negotiated),
     Dtmf(String),
     Stop,
+    /// Hand the leg's sockets and state to a bridge, which drives them from
+    /// then on (see [`Detached`]).
+    Detach(oneshot::Sender<Detached>),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Remote(n) => f.debug_tuple("Remote").field(n).finish(),
+            Command::Dtmf(d) => f.debug_tuple("Dtmf").field(d).finish(),
+            Command::Stop => f.write_str("Stop"),
+            Command::Detach(_) => f.write_str("Detach"),
+        }
+    }
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     local_addr: SocketAddr,
     negotiation: Mutex<LocalDescription>,
-    stats: Mutex<MediaStats>,
+    pub(crate) stats: Mutex<MediaStats>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// A running leg taken over by a bridge: everything its task owned, so the
+/// bridge's task can drive both legs' sockets itself. The leg's
+/// [`MediaHandle`]s keep working: their commands now reach the bridge.
+pub(crate) struct Detached {
+    pub(crate) leg: Leg,
+    pub(crate) rtp: UdpSocket,
+    pub(crate) rtcp: UdpSocket,
+    pub(crate) guard: PortGuard,
+    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) done: watch::Sender<bool>,
+    /// When the leg's next 20 ms tick was due: our RTP clock's anchor.
+    pub(crate) next_tick: Instant,
+}
+
+impl Detached {
+    /// Ends the leg as its own task would have: recording finalised, ports
+    /// freed, then `closed()` completes.
+    pub(crate) fn finish(self) {
+        let Detached {
+            leg,
+            rtp,
+            rtcp,
+            guard,
+            done,
+            ..
+        } = self;
+        leg.finish();
+        drop((rtp, rtcp, guard));
+        let _ = done.send(true);
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain data, consistent after any panic mid-update.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -304,6 +363,7 @@ async fn run(parts: LegParts, channels: Channels, shared: Arc<Shared>) {
     let sleep = tokio::time::sleep_until(next_tick.into());
     tokio::pin!(sleep);
     let mut commands_open = true;
+    let mut detach = None;
 
     loop {
         let mut ticked = false;
@@ -311,6 +371,10 @@ async fn run(parts: LegParts, channels: Channels, shared: Arc<Shared>) {
             biased;
             command = commands.recv(), if commands_open => match command {
                 Some(Command::Stop) => break,
+                Some(Command::Detach(reply)) => {
+                    detach = Some(reply);
+                    break;
+                }
                 Some(command) => leg.handle_command(command),
                 // Every handle dropped: keep running until `events` closes.
                 None => commands_open = false,
@@ -351,6 +415,25 @@ async fn run(parts: LegParts, channels: Channels, shared: Arc<Shared>) {
             leg.publish();
         }
     }
+    if let Some(reply) = detach {
+        leg.flush(&rtp, &rtcp);
+        leg.publish();
+        let detached = Detached {
+            leg,
+            rtp,
+            rtcp,
+            guard,
+            commands,
+            done,
+            next_tick,
+        };
+        // The bridge gave up waiting (its runtime is shutting down): end
+        // here as if stopped.
+        if let Err(detached) = reply.send(detached) {
+            detached.finish();
+        }
+        return;
+    }
     leg.finish();
     // Free the ports before saying we are done, so `closed()` means reusable.
     drop((rtp, rtcp, guard));
@@ -359,27 +442,27 @@ async fn run(parts: LegParts, channels: Channels, shared: Arc<Shared>) {
 
 /// The leg's state between wake-ups: sans-IO pieces plus counters. Outgoing
 /// datagrams are queued and flushed by the run loop, which owns the sockets.
-struct Leg {
-    config: MediaConfig,
-    negotiated: Negotiated,
-    session: RtpSession,
-    packetizer: Packetizer,
-    recording: Option<Recording>,
+pub(crate) struct Leg {
+    pub(crate) config: MediaConfig,
+    pub(crate) negotiated: Negotiated,
+    pub(crate) session: RtpSession,
+    pub(crate) packetizer: Packetizer,
+    pub(crate) recording: Option<Recording>,
     events: mpsc::Sender<MediaEvent>,
     audio_out: mpsc::Receiver<Frame>,
-    shared: Arc<Shared>,
-    stats: MediaStats,
-    start: Instant,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stats: MediaStats,
+    pub(crate) start: Instant,
     ticks: u64,
-    last_rtp_at: Instant,
-    last_audio_at: Option<Instant>,
-    timed_out: bool,
-    next_rtcp: Instant,
-    rtcp_source: Option<SocketAddr>,
+    pub(crate) last_rtp_at: Instant,
+    pub(crate) last_audio_at: Option<Instant>,
+    pub(crate) timed_out: bool,
+    pub(crate) next_rtcp: Instant,
+    pub(crate) rtcp_source: Option<SocketAddr>,
     /// The previous tick sent no audio from `audio_out`: the next one that
     /// does starts a talkspurt.
     idle_out: bool,
-    last_sequence: Option<u16>,
+    pub(crate) last_sequence: Option<u16>,
     out_rtp: Vec<(Vec<u8>, SocketAddr)>,
     out_rtcp: Vec<(Vec<u8>, SocketAddr)>,
 }
@@ -456,7 +539,8 @@ impl Leg {
                     }
                 }
             }
-            Command::Stop => {}
+            // Handled by the run loop.
+            Command::Stop | Command::Detach(_) => {}
         }
     }
 
@@ -512,10 +596,7 @@ impl Leg {
 
         if let Some(recording) = &mut self.recording {
             if let Err(error) = recording.push(ts_ms, &incoming, &sent) {
-                tracing::warn!(path = %recording.path().display(), %error, "recording stopped; the call goes on");
-                self.stats.recording_error = Some(error.to_string());
-                self.stats.recording = false;
-                self.recording = None;
+                self.recording_failed(&error);
             }
         }
         self.emit(MediaEvent::Audio(incoming));
@@ -698,6 +779,27 @@ impl Leg {
         }
     }
 
+    /// Finalises the recording, if any.
+    pub(crate) fn end_recording(&mut self) {
+        if let Some(recording) = self.recording.take() {
+            let path = recording.path().to_owned();
+            if let Err(error) = recording.finish() {
+                tracing::warn!(path = %path.display(), %error, "recording could not be finalised");
+                self.stats.recording_error = Some(error.to_string());
+            }
+        }
+        self.stats.recording = false;
+    }
+
+    /// Records a recording failure: the call goes on without it.
+    pub(crate) fn recording_failed(&mut self, error: &switchboard_media::MediaError) {
+        if let Some(recording) = self.recording.take() {
+            tracing::warn!(path = %recording.path().display(), %error, "recording stopped; the call goes on");
+        }
+        self.stats.recording_error = Some(error.to_string());
+        self.stats.recording = false;
+    }
+
     fn publish(&mut self) {
         let s = self.session.stats();
         self.stats.lost = s.lost;
@@ -709,14 +811,7 @@ impl Leg {
     }
 
     fn finish(mut self) {
-        if let Some(recording) = self.recording.take() {
-            let path = recording.path().to_owned();
-            if let Err(error) = recording.finish() {
-                tracing::warn!(path = %path.display(), %error, "recording could not be finalised");
-                self.stats.recording_error = Some(error.to_string());
-            }
-        }
-        self.stats.recording = false;
+        self.end_recording();
         self.publish();
         lock(&self.shared.stats).ended = true;
         tracing::debug!(
@@ -728,7 +823,7 @@ impl Leg {
     }
 }
 
-fn session_config(config: &MediaConfig, negotiated: &Negotiated) -> SessionConfig {
+pub(crate) fn session_config(config: &MediaConfig, negotiated: &Negotiated) -> SessionConfig {
     let mut session = SessionConfig::new(negotiated.accepted.clone(), negotiated.telephone_event);
     session.jitter = config.jitter;
     session.relatch_after = RELATCH_AFTER;
@@ -737,7 +832,7 @@ fn session_config(config: &MediaConfig, negotiated: &Negotiated) -> SessionConfi
 
 /// The wallclock as a 64-bit NTP timestamp (seconds since 1900 in the high
 /// word).
-fn ntp_now() -> u64 {
+pub(crate) fn ntp_now() -> u64 {
     const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)

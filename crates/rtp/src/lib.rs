@@ -14,7 +14,11 @@
 //! - [`MediaEngine`] → [`RtpEndpoint`] (answer side) or [`PendingEndpoint`]
 //!   → [`RtpEndpoint`] (offer side) → [`RtpEndpoint::start`] → [`MediaLeg`].
 //! - `leg`: the media task, [`MediaLeg`], [`MediaHandle`], [`MediaStats`].
-//! - [`bridge()`]: relay two legs through us for a live transfer.
+//! - [`bridge()`]: relay two legs through us for a live transfer: one task
+//!   takes both legs over and forwards each packet as it arrives.
+//! - `relay`: the bridged packet path, sans-IO: receive checks and
+//!   statistics without a jitter buffer, in-place header rewriting onto our
+//!   stream, frames for the recording.
 //!
 //! # Ownership
 //!
@@ -25,7 +29,9 @@
 //! control (re-INVITE, DTMF, stats, stop) from anywhere. The task owns the
 //! sockets, the port claim and the recording; when it ends (stop, `events`
 //! dropped) it finalises the WAV, frees the ports, then completes
-//! [`MediaHandle::closed`].
+//! [`MediaHandle::closed`]. [`bridge()`] asks both legs' tasks to hand all of
+//! that over to one bridge task, which then plays the same part for both
+//! (handles keep working; see the `bridge` module for its run loop).
 //!
 //! # The run loop
 //!
@@ -70,8 +76,9 @@ mod engine;
 mod leg;
 mod negotiate;
 mod recording;
+mod relay;
 
-pub use bridge::{bridge, BridgeEnd, BridgeHandle, BridgeSide, TRIM_AFTER};
+pub use bridge::{bridge, BridgeEnd, BridgeHandle, BridgeSide};
 pub use engine::{MediaConfig, MediaEngine, PendingEndpoint, RtpEndpoint};
 pub use leg::{
     MediaEvent, MediaHandle, MediaLeg, MediaStats, AUDIO_OUT_CAPACITY, EVENTS_CAPACITY,

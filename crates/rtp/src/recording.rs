@@ -42,13 +42,35 @@ impl Recording {
         remote: &Frame,
         ours: &Frame,
     ) -> Result<(), MediaError> {
+        self.push_remote(ts_ms, remote)?;
+        self.push_ours(ts_ms, ours)
+    }
+
+    /// Records 20 ms the peer sent (left), `ts_ms` after the start of the
+    /// leg. The two channels are pushed separately on a bridge, where each
+    /// arrives with its own packets.
+    pub(crate) fn push_remote(&mut self, ts_ms: u64, frame: &Frame) -> Result<(), MediaError> {
         let Some(writer) = &mut self.writer else {
             return Ok(());
         };
-        writer.push_caller(ts_ms, remote)?;
-        writer.push_agent(ts_ms, ours)?;
+        writer.push_caller(ts_ms, frame)?;
+        self.checkpoint_if_due(ts_ms)
+    }
+
+    /// Records 20 ms we sent (right), `ts_ms` after the start of the leg.
+    pub(crate) fn push_ours(&mut self, ts_ms: u64, frame: &Frame) -> Result<(), MediaError> {
+        let Some(writer) = &mut self.writer else {
+            return Ok(());
+        };
+        writer.push_agent(ts_ms, frame)?;
+        self.checkpoint_if_due(ts_ms)
+    }
+
+    fn checkpoint_if_due(&mut self, ts_ms: u64) -> Result<(), MediaError> {
         if ts_ms.saturating_sub(self.last_checkpoint_ms) >= CHECKPOINT_EVERY.as_millis() as u64 {
-            writer.checkpoint()?;
+            if let Some(writer) = &mut self.writer {
+                writer.checkpoint()?;
+            }
             self.last_checkpoint_ms = ts_ms;
         }
         Ok(())

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)] // reason: each test file uses a subset
 
+pub mod impair;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
