@@ -16,6 +16,15 @@
 //! - [`openai`]: OpenAI-compatible cloud adapters, [`OpenAiTts`]
 //!   (`/v1/audio/speech`, streamed PCM) and [`OpenAiStt`]
 //!   (`/v1/audio/transcriptions`).
+//! - [`deepgram`]: [`DeepgramStt`], Deepgram live streaming STT over a
+//!   WebSocket (interim results as partials, `Finalize` at the end of turn).
+//! - [`elevenlabs`]: [`ElevenLabsTts`], ElevenLabs streaming TTS in
+//!   telephony-native 8 kHz µ-law, framed as bytes arrive.
+//! - [`fallback`]: [`FallbackStt`] and [`FallbackTts`], a chain of providers
+//!   with one retry on retryable errors, first-result deadlines and replay
+//!   of the turn's audio into the next STT provider.
+//! - `fake` (cargo feature `fake`): local Deepgram and ElevenLabs servers
+//!   with injectable faults, for tests and benches of any crate.
 //! - [`scripted`]: [`ScriptedStt`] and [`ToneTts`], deterministic providers
 //!   for tests of other crates.
 //! - [`resample`]: a streaming rational resampler (22.05/24 kHz → 8 kHz,
@@ -49,7 +58,12 @@ use std::time::Duration;
 pub use switchboard_media::Frame;
 use tokio::sync::mpsc;
 
+pub mod deepgram;
+pub mod elevenlabs;
 pub mod espeak;
+#[cfg(feature = "fake")]
+pub mod fake;
+pub mod fallback;
 pub mod openai;
 pub mod piper;
 pub mod resample;
@@ -60,7 +74,10 @@ pub mod whisper;
 
 mod locate;
 
+pub use deepgram::{DeepgramConfig, DeepgramStt};
+pub use elevenlabs::{ElevenLabsConfig, ElevenLabsTts};
 pub use espeak::{EspeakConfig, EspeakTts};
+pub use fallback::{FallbackConfig, FallbackStats, FallbackStt, FallbackTts};
 pub use locate::{piper_voice_path, venv_dir, venv_python, whisper_model_dir};
 pub use openai::{OpenAiConfig, OpenAiStt, OpenAiTts};
 pub use piper::{PiperConfig, PiperTts};
@@ -290,6 +307,26 @@ pub enum SpeechError {
         /// What was wrong.
         reason: String,
     },
+    /// A provider's configuration cannot work (a URL that does not parse, an
+    /// API key that cannot be sent in a header, …).
+    #[error("invalid {what}: {reason}")]
+    Config {
+        /// What is wrong ("deepgram url", "elevenlabs api key", …).
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A streaming connection (WebSocket) could not be opened, broke, or was
+    /// closed by the provider before the turn was done.
+    #[error("{provider} connection failed: {reason}")]
+    Connection {
+        /// The provider.
+        provider: &'static str,
+        /// The WebSocket close code the provider sent, if it sent one.
+        close_code: Option<u16>,
+        /// What happened (the close reason, or the transport error).
+        reason: String,
+    },
     /// `open`/`synthesize` was called outside a tokio runtime.
     #[error("speech streams need a tokio runtime")]
     NoRuntime,
@@ -301,8 +338,10 @@ pub enum SpeechError {
 impl SpeechError {
     /// Whether the same request may succeed if tried again: overload,
     /// timeouts, transport errors, 5xx/429 answers and crashed helper
-    /// processes (restarted on the next request). Missing installs, bad
-    /// configuration and 4xx answers are permanent.
+    /// processes (restarted on the next request), broken or dropped
+    /// streaming connections. Missing installs, bad configuration, 4xx
+    /// answers and connections closed because our data was refused
+    /// (WebSocket close codes 1002, 1003, 1007, 1008) are permanent.
     pub fn is_retryable(&self) -> bool {
         match self {
             SpeechError::Busy { .. }
@@ -310,11 +349,15 @@ impl SpeechError {
             | SpeechError::Process { .. }
             | SpeechError::Http { .. } => true,
             SpeechError::Status { status, .. } => *status >= 500 || *status == 429,
+            SpeechError::Connection { close_code, .. } => {
+                !matches!(close_code, Some(1002 | 1003 | 1007 | 1008))
+            }
             SpeechError::NotInstalled { .. }
             | SpeechError::Spawn { .. }
             | SpeechError::InvalidAudio { .. }
             | SpeechError::Model { .. }
             | SpeechError::Response { .. }
+            | SpeechError::Config { .. }
             | SpeechError::NoRuntime
             | SpeechError::Closed => false,
         }

@@ -297,7 +297,7 @@ impl SpeechToText for OpenAiStt {
     }
 }
 
-fn client(provider: &'static str) -> Result<reqwest::Client, SpeechError> {
+pub(crate) fn client(provider: &'static str) -> Result<reqwest::Client, SpeechError> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .build()
@@ -309,7 +309,7 @@ fn client(provider: &'static str) -> Result<reqwest::Client, SpeechError> {
 
 /// Sends `req`, waiting at most `timeout` for the headers; non-2xx answers
 /// become [`SpeechError::Status`] quoting the start of the body.
-async fn send(
+pub(crate) async fn send(
     req: reqwest::RequestBuilder,
     provider: &'static str,
     timeout: Duration,
@@ -336,7 +336,7 @@ async fn send(
 }
 
 /// The body, cut at `limit` bytes.
-async fn read_limited(
+pub(crate) async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
     provider: &'static str,
