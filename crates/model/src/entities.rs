@@ -73,6 +73,21 @@ word_enum!(
 );
 word_enum!(Speaker { Caller => "caller", Ai => "ai", Rep => "rep", System => "system" });
 word_enum!(Transport { Udp => "udp", Tcp => "tcp", Tls => "tls" });
+word_enum!(
+    /// How a live transfer leaves a trunk: `bridge` dials the target and
+    /// relays media through us (we keep the recording); `refer` first asks
+    /// the carrier to connect the caller (SIP REFER) and falls back to a
+    /// bridge when the carrier refuses.
+    TrunkTransfer { Bridge => "bridge", Refer => "refer" }
+);
+
+// reason: word_enum! cannot put `#[default]` on a variant.
+#[allow(clippy::derivable_impls)]
+impl Default for TrunkTransfer {
+    fn default() -> Self {
+        TrunkTransfer::Bridge
+    }
+}
 word_enum!(PreferredChannel { Email => "email", Sms => "sms", Callback => "callback" });
 word_enum!(SttProvider { Offline => "offline", Deepgram => "deepgram", Openai => "openai" });
 word_enum!(TtsProvider { Offline => "offline", Openai => "openai", Elevenlabs => "elevenlabs" });
@@ -251,6 +266,124 @@ pub struct AgentSpec {
     /// IANA time zone used for transcript timestamps, such as `America/New_York`.
     pub time_zone: String,
     pub max_concurrent_calls: u32,
+    /// HTTP tools the LLM brain may call (ignored by the playbook).
+    pub tools: Vec<AgentTool>,
+}
+
+/// A user-defined HTTP tool offered to the LLM brain: the model calls it by
+/// `name` with arguments matching `parameters` (a JSON Schema object), and
+/// Switchboard sends them to `url` (`GET` as query parameters, `POST` as a
+/// JSON body) and gives the model the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTool {
+    /// 1–64 letters, digits, `_` or `-`; not a built-in tool's name.
+    pub name: String,
+    /// What the tool does, for the model.
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema of the arguments: `{"type": "object", "properties": {…}}`.
+    #[schema(value_type = Object)]
+    #[serde(default = "empty_object_schema")]
+    pub parameters: serde_json::Value,
+    /// `https://…` (plain `http://` too: tools often run beside the server).
+    pub url: String,
+    /// `GET` or `POST` (default `POST`).
+    #[serde(default = "default_tool_method")]
+    pub method: String,
+    /// How long a call may take before the model is told it failed.
+    #[serde(default = "default_tool_timeout_ms")]
+    pub timeout_ms: u32,
+}
+
+fn empty_object_schema() -> serde_json::Value {
+    serde_json::json!({ "type": "object", "properties": {} })
+}
+
+fn default_tool_method() -> String {
+    "POST".into()
+}
+
+fn default_tool_timeout_ms() -> u32 {
+    3000
+}
+
+/// Names of the tools every LLM agent has.
+pub const BUILT_IN_TOOLS: &[&str] = &["transfer_to_human", "end_call", "lookup_contact"];
+/// Tools one agent may declare.
+pub const MAX_AGENT_TOOLS: usize = 16;
+
+fn validate_tools(tools: Vec<AgentTool>) -> Result<Vec<AgentTool>, ModelError> {
+    if tools.len() > MAX_AGENT_TOOLS {
+        return Err(ModelError::invalid(
+            "tools",
+            format!("at most {MAX_AGENT_TOOLS} tools per agent"),
+        ));
+    }
+    let mut out: Vec<AgentTool> = Vec::with_capacity(tools.len());
+    for (i, mut t) in tools.into_iter().enumerate() {
+        let field = |f: &str| format!("tools[{i}].{f}");
+        t.name = t.name.trim().to_string();
+        let name_ok = !t.name.is_empty()
+            && t.name.len() <= 64
+            && t.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok {
+            return Err(ModelError::invalid(
+                field("name"),
+                format!("`{}` must be 1 to 64 letters, digits, '_' or '-'", t.name),
+            ));
+        }
+        if BUILT_IN_TOOLS.contains(&t.name.as_str()) {
+            return Err(ModelError::invalid(
+                field("name"),
+                format!("`{}` is a built-in tool", t.name),
+            ));
+        }
+        if out.iter().any(|o| o.name == t.name) {
+            return Err(ModelError::invalid(
+                field("name"),
+                format!("`{}` is declared twice", t.name),
+            ));
+        }
+        t.description = text(&field("description"), &t.description, 1000)?;
+        let schema_ok = t.parameters.as_object().is_some_and(|o| {
+            o.get("type").is_none_or(|ty| ty == "object")
+                && o.get("properties").is_none_or(|p| p.is_object())
+        });
+        if !schema_ok {
+            return Err(ModelError::invalid(
+                field("parameters"),
+                "must be a JSON Schema object such as {\"type\": \"object\", \"properties\": {\"order_id\": {\"type\": \"string\"}}}",
+            ));
+        }
+        t.url = t.url.trim().to_string();
+        let url_ok = (t.url.starts_with("https://") || t.url.starts_with("http://"))
+            && t.url
+                .split("://")
+                .nth(1)
+                .is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+            && !t.url.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !url_ok {
+            return Err(ModelError::invalid(
+                field("url"),
+                format!("`{}` must be an absolute http:// or https:// URL", t.url),
+            ));
+        }
+        t.method = t.method.trim().to_ascii_uppercase();
+        if !matches!(t.method.as_str(), "GET" | "POST") {
+            return Err(ModelError::invalid(field("method"), "must be GET or POST"));
+        }
+        if !(100..=30_000).contains(&t.timeout_ms) {
+            return Err(ModelError::invalid(
+                field("timeout_ms"),
+                "must be between 100 and 30000 (the caller is waiting)",
+            ));
+        }
+        out.push(t);
+    }
+    Ok(out)
 }
 
 pub const DEFAULT_GREETING: &str = "Hello, thanks for calling. How can I help you today?";
@@ -285,6 +418,8 @@ pub struct AgentInput {
     pub routing_attributes: Option<RoutingAttributeNames>,
     pub time_zone: Option<String>,
     pub max_concurrent_calls: Option<u32>,
+    /// HTTP tools for the LLM brain.
+    pub tools: Option<Vec<AgentTool>>,
 }
 
 impl AgentInput {
@@ -362,6 +497,7 @@ impl AgentInput {
             routing_attributes,
             time_zone,
             max_concurrent_calls,
+            tools: validate_tools(self.tools.unwrap_or_default())?,
         })
     }
 }
@@ -383,6 +519,7 @@ impl From<&AgentSpec> for AgentInput {
             routing_attributes: Some(spec.routing_attributes.clone()),
             time_zone: Some(spec.time_zone.clone()),
             max_concurrent_calls: Some(spec.max_concurrent_calls),
+            tools: Some(spec.tools.clone()),
         }
     }
 }
@@ -500,6 +637,8 @@ pub struct Trunk {
     pub outbound_password_set: bool,
     pub register: bool,
     pub outbound_caller_id: Option<E164>,
+    /// How live transfers of calls on this trunk are made.
+    pub transfer: TrunkTransfer,
     pub created_at: Timestamp,
 }
 
@@ -519,6 +658,9 @@ pub struct TrunkInput {
     #[serde(default)]
     pub register: bool,
     pub outbound_caller_id: Option<String>,
+    /// `bridge` (default) or `refer`.
+    #[serde(default)]
+    pub transfer: TrunkTransfer,
 }
 
 /// A validated trunk; passwords still in clear, for the store to encrypt.
@@ -535,6 +677,7 @@ pub struct TrunkSpec {
     pub outbound_password: Option<crate::Redacted<String>>,
     pub register: bool,
     pub outbound_caller_id: Option<E164>,
+    pub transfer: TrunkTransfer,
 }
 
 impl TrunkInput {
@@ -617,6 +760,7 @@ impl TrunkInput {
             outbound_password: outbound_password.map(Into::into),
             register: self.register,
             outbound_caller_id,
+            transfer: self.transfer,
         })
     }
 }
@@ -1005,6 +1149,27 @@ mod tests {
     }
 
     #[test]
+    fn trunk_transfer_defaults_to_bridge_and_rejects_unknown_words() {
+        let base =
+            r#""name":"carrier","host":"sip.example.com","allowed_cidrs":["203.0.113.0/24"]"#;
+        let input: TrunkInput =
+            serde_json::from_str(&format!("{{{base}}}")).expect("old clients still work");
+        assert_eq!(input.transfer, TrunkTransfer::Bridge);
+        let input: TrunkInput =
+            serde_json::from_str(&format!(r#"{{{base},"transfer":"refer"}}"#)).expect("refer");
+        let spec = input.validate(Region::default()).expect("valid");
+        assert_eq!(spec.transfer, TrunkTransfer::Refer);
+        assert!(
+            serde_json::from_str::<TrunkInput>(&format!(r#"{{{base},"transfer":"blind"}}"#))
+                .is_err()
+        );
+        assert_eq!(
+            "refer".parse::<TrunkTransfer>().ok(),
+            Some(TrunkTransfer::Refer)
+        );
+    }
+
+    #[test]
     fn contact_email_and_phone_checked() {
         let c = ContactInput {
             phone: "415 555 0100".into(),
@@ -1033,5 +1198,70 @@ mod tests {
             err.to_string().contains("live_transfer, logged_escalation"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn agent_tools_are_validated_with_the_field_named() {
+        let tool = |name: &str, url: &str| AgentTool {
+            name: name.into(),
+            description: "Looks up an order".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {"order_id": {"type": "string"}}}),
+            url: url.into(),
+            method: "post".into(),
+            timeout_ms: 2000,
+        };
+        let input = |tools: Vec<AgentTool>| AgentInput {
+            name: "Tools".into(),
+            tools: Some(tools),
+            ..Default::default()
+        };
+        let spec = input(vec![tool("order_status", "https://api.example.com/orders")])
+            .validate(Region::default())
+            .unwrap();
+        assert_eq!(spec.tools[0].method, "POST");
+        for (tools, field) in [
+            (vec![tool("end_call", "https://x.example")], "tools[0].name"),
+            (vec![tool("bad name", "https://x.example")], "tools[0].name"),
+            (
+                vec![
+                    tool("a", "https://x.example"),
+                    tool("a", "https://x.example"),
+                ],
+                "tools[1].name",
+            ),
+            (vec![tool("a", "ftp://x.example")], "tools[0].url"),
+            (vec![tool("a", "https:///nohost")], "tools[0].url"),
+            (
+                vec![AgentTool {
+                    parameters: serde_json::json!([1]),
+                    ..tool("a", "https://x.example")
+                }],
+                "tools[0].parameters",
+            ),
+            (
+                vec![AgentTool {
+                    method: "DELETE".into(),
+                    ..tool("a", "https://x.example")
+                }],
+                "tools[0].method",
+            ),
+            (
+                vec![AgentTool {
+                    timeout_ms: 60_000,
+                    ..tool("a", "https://x.example")
+                }],
+                "tools[0].timeout_ms",
+            ),
+        ] {
+            match input(tools).validate(Region::default()) {
+                Err(ModelError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        // Defaults from JSON: POST, 3 s, an empty object schema.
+        let t: AgentTool =
+            serde_json::from_str(r#"{"name":"x","url":"http://127.0.0.1:9/x"}"#).unwrap();
+        assert_eq!((t.method.as_str(), t.timeout_ms), ("POST", 3000));
+        assert!(t.parameters.is_object());
     }
 }

@@ -8,14 +8,14 @@ use crate::{get_i64, get_opt_str, get_parsed, get_str, get_ts, Result, Store, St
 const T: &str = "agents";
 const COLS: &str = "id, name, language, greeting, instructions, voice, stt_provider, tts_provider, brain, \
     handoff_mode, handoff_number, handoff_phrases, attr_session_id, attr_caller_phone, attr_handoff_reason, \
-    attr_handoff_mode, attr_preferred_channel, time_zone, max_concurrent_calls, created_at, updated_at";
+    attr_handoff_mode, attr_preferred_channel, time_zone, max_concurrent_calls, tools, created_at, updated_at";
 
 impl Store {
     pub async fn create_agent(&self, spec: &AgentSpec) -> Result<Agent> {
         let id = AgentId::new();
         let now = self.now().as_millis();
         let sql = format!(
-            "INSERT INTO agents ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$20)"
+            "INSERT INTO agents ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$21)"
         );
         let phrases = serde_json::to_string(&spec.handoff_phrases).unwrap_or_else(|_| "[]".into());
         let a = &spec.routing_attributes;
@@ -39,6 +39,7 @@ impl Store {
             .bind(&a.preferred_channel)
             .bind(&spec.time_zone)
             .bind(i64::from(spec.max_concurrent_calls))
+            .bind(tools_json(spec))
             .bind(now)
             .execute(&self.pool)
             .await
@@ -54,7 +55,7 @@ impl Store {
             "UPDATE agents SET name=$2, language=$3, greeting=$4, instructions=$5, voice=$6, stt_provider=$7, \
              tts_provider=$8, brain=$9, handoff_mode=$10, handoff_number=$11, handoff_phrases=$12, \
              attr_session_id=$13, attr_caller_phone=$14, attr_handoff_reason=$15, attr_handoff_mode=$16, \
-             attr_preferred_channel=$17, time_zone=$18, max_concurrent_calls=$19, updated_at=$20 WHERE id=$1",
+             attr_preferred_channel=$17, time_zone=$18, max_concurrent_calls=$19, tools=$20, updated_at=$21 WHERE id=$1",
         )
         .bind(id.to_string())
         .bind(&spec.name)
@@ -75,6 +76,7 @@ impl Store {
         .bind(&a.preferred_channel)
         .bind(&spec.time_zone)
         .bind(i64::from(spec.max_concurrent_calls))
+        .bind(tools_json(spec))
         .bind(self.now().as_millis())
         .execute(&self.pool)
         .await
@@ -178,6 +180,11 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent> {
             })?),
         };
     let max_calls = get_i64(row, "max_concurrent_calls", T)?;
+    let tools =
+        serde_json::from_str(&get_str(row, "tools", T)?).map_err(|e| StoreError::Corrupt {
+            table: T,
+            reason: format!("tools: {e}"),
+        })?;
     Ok(Agent {
         id: get_parsed(row, "id", T)?,
         spec: AgentSpec {
@@ -201,8 +208,13 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent> {
             },
             time_zone: get_str(row, "time_zone", T)?,
             max_concurrent_calls: u32::try_from(max_calls).unwrap_or(1),
+            tools,
         },
         created_at: get_ts(row, "created_at", T)?,
         updated_at: get_ts(row, "updated_at", T)?,
     })
+}
+
+fn tools_json(spec: &AgentSpec) -> String {
+    serde_json::to_string(&spec.tools).unwrap_or_else(|_| "[]".into())
 }

@@ -172,6 +172,11 @@ impl Store {
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout);
         if backend == Backend::Sqlite {
+            // An SQLite connection is a file handle in this process; it
+            // cannot go stale like a socket. sqlx's default ping before
+            // every acquire was a round trip to the connection's worker
+            // thread per query, a fifth of the store's CPU on a call setup.
+            pool = pool.test_before_acquire(false);
             pool = pool.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // WAL lets the dashboard read while calls write; the busy

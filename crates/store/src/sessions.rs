@@ -76,7 +76,23 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| self.db_err(e))?;
-        self.session(id).await
+        // The row is exactly what was bound above: no need to read it back
+        // (one store round trip less on every call setup).
+        Ok(Session {
+            id,
+            agent_id: new.agent_id,
+            direction: new.direction,
+            from: new.from.clone(),
+            to: new.to.clone(),
+            contact_id: new.contact_id,
+            status: SessionStatus::Ringing,
+            outcome: None,
+            end_reason: None,
+            started_at: new.started_at,
+            answered_at: None,
+            ended_at: None,
+            recording: None,
+        })
     }
 
     pub async fn session(&self, id: SessionId) -> Result<Session> {
@@ -151,6 +167,27 @@ impl Store {
                     get_parsed(r, "status", "handoffs")?,
                 );
             }
+        }
+        Ok(out)
+    }
+
+    /// Calls in progress per agent: sessions not ended that started after
+    /// `since` (a session whose process died mid-call never ends, so the
+    /// caller passes the longest call it allows ago).
+    pub async fn live_calls_by_agent(&self, since: Timestamp) -> Result<HashMap<AgentId, i64>> {
+        let rows = sqlx::query(
+            "SELECT agent_id, COUNT(*) AS n FROM sessions \
+             WHERE status <> $1 AND agent_id IS NOT NULL AND started_at >= $2 \
+             GROUP BY agent_id",
+        )
+        .bind(SessionStatus::Ended.as_str())
+        .bind(since.as_millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            out.insert(get_parsed(r, "agent_id", T)?, get_i64(r, "n", T)?);
         }
         Ok(out)
     }

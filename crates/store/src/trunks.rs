@@ -10,7 +10,7 @@ use crate::{get_i64, get_opt_str, get_parsed, get_str, get_ts, Result, Store, St
 const T: &str = "trunks";
 const COLS: &str =
     "id, name, host, port, transport, allowed_cidrs, inbound_username, inbound_password_enc, \
-    outbound_username, outbound_password_enc, register, outbound_caller_id, created_at";
+    outbound_username, outbound_password_enc, register, outbound_caller_id, created_at, transfer";
 
 /// A trunk's passwords in clear, for the SIP stack.
 #[derive(Debug, Clone, Default)]
@@ -25,7 +25,7 @@ impl Store {
         let cidrs: Vec<String> = spec.allowed_cidrs.iter().map(ToString::to_string).collect();
         let seal = |p: &Option<Redacted<String>>| p.as_ref().map(|p| self.secrets.seal(p.expose()));
         sqlx::query(&format!(
-            "INSERT INTO trunks ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
+            "INSERT INTO trunks ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
         ))
         .bind(id.to_string())
         .bind(&spec.name)
@@ -40,6 +40,7 @@ impl Store {
         .bind(i64::from(spec.register))
         .bind(spec.outbound_caller_id.as_ref().map(|n| n.to_string()))
         .bind(self.now().as_millis())
+        .bind(spec.transfer.as_str())
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -174,6 +175,7 @@ fn trunk_from_row(row: &AnyRow) -> Result<Trunk> {
         outbound_password_set: get_opt_str(row, "outbound_password_enc", T)?.is_some(),
         register: get_i64(row, "register", T)? != 0,
         outbound_caller_id: caller_id,
+        transfer: get_parsed(row, "transfer", T)?,
         created_at: get_ts(row, "created_at", T)?,
     })
 }

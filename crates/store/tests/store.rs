@@ -45,6 +45,14 @@ async fn agents_round_trip_and_names_are_unique() -> TestResult {
         spec.handoff_mode = HandoffMode::LiveTransfer;
         spec.handoff_number = Some(HandoffTarget::Phone(phone("+14155550123")));
         spec.handoff_phrases = vec!["talk to a human".into()];
+        spec.tools = vec![switchboard_model::AgentTool {
+            name: "order_status".into(),
+            description: "Where an order is".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {"order_id": {"type": "string"}}}),
+            url: "https://api.example.com/orders".into(),
+            method: "GET".into(),
+            timeout_ms: 1500,
+        }];
         let created = store.create_agent(&spec).await?;
         assert_eq!(created.spec, spec, "every field survives the round trip");
         assert_eq!(store.find_agent("Support").await?.id, created.id);
@@ -61,8 +69,10 @@ async fn agents_round_trip_and_names_are_unique() -> TestResult {
 
         let mut changed = spec.clone();
         changed.greeting = "Hi there".into();
+        changed.tools.clear();
         let updated = store.update_agent(created.id, &changed).await?;
         assert_eq!(updated.spec.greeting, "Hi there");
+        assert!(updated.spec.tools.is_empty(), "tools are replaced too");
         assert!(updated.updated_at >= created.updated_at);
 
         store.create_agent(&agent("Billing")).await?;
@@ -138,11 +148,16 @@ async fn trunk_passwords_are_encrypted_and_write_only() -> TestResult {
             outbound_username: Some("out".into()),
             outbound_password: Some("s3cret-out".into()),
             register: true,
+            transfer: switchboard_model::TrunkTransfer::Refer,
             ..Default::default()
         }
         .validate(Region::default())?;
         let trunk = store.create_trunk(&spec).await?;
         assert!(trunk.inbound_password_set && trunk.outbound_password_set);
+        assert_eq!(
+            store.trunk(trunk.id).await?.transfer,
+            switchboard_model::TrunkTransfer::Refer
+        );
         let json = serde_json::to_string(&trunk)?;
         assert!(
             !json.contains("s3cret"),
@@ -222,6 +237,11 @@ async fn sessions_keep_turns_in_order_with_millisecond_times() -> TestResult {
             })
             .await?;
         assert_eq!(s.status, SessionStatus::Ringing);
+        assert_eq!(
+            store.session(s.id).await?,
+            s,
+            "create_session returns the row exactly as stored"
+        );
         store.mark_answered(s.id, t0.plus_millis(1)).await?;
         let turns = [
             (Speaker::Ai, "Hello, how can I help?"),

@@ -16,6 +16,9 @@
 //!   the first and last answer), % failed calls, INVITE→200 p50/p99, CPU
 //!   per call setup (ours: this process's user+system time, SQLite included;
 //!   the baseline: the UAS sipp's), and ours as a ratio of the baseline.
+//!   `SETUP_RECORDINGS_DIR=/dev/shm` writes the per-call recordings there
+//!   instead of the temp dir, to tell the disk's cost of a file create from
+//!   ours.
 //! - **idle**: `SETUP_IDLE_CALLS` (default 500) calls held open (the same
 //!   scenario with a 12 s pause, no RTP); VmRSS growth of this process per
 //!   held call (SIP dialog, session, RTP sockets, the handler's task).
@@ -418,6 +421,8 @@ fn rtt_stats(dir: &Path) -> (f64, f64, f64) {
 /// Our endpoint: a fresh SQLite store with one trunk, number and agent.
 struct Server {
     _dir: tempfile::TempDir,
+    /// Where recordings go when `SETUP_RECORDINGS_DIR` moves them.
+    _recordings: Option<tempfile::TempDir>,
     /// A second connection to the store's SQLite file, for counting rows
     /// (the store's listing is capped at 500 rows).
     db: sqlx::SqlitePool,
@@ -464,13 +469,29 @@ impl Server {
             recordings_dir: dir.path().join("recordings"),
             ..Default::default()
         };
+        // `SETUP_RECORDINGS_DIR=/dev/shm` tells what creating a file per
+        // call costs on this machine's disk apart from our own work.
+        let recordings = std::env::var_os("SETUP_RECORDINGS_DIR")
+            .map(tempfile::tempdir_in)
+            .transpose()?;
+        let cfg = SipConfig {
+            recordings_dir: recordings
+                .as_ref()
+                .map_or(cfg.recordings_dir.clone(), |d| d.path().to_path_buf()),
+            ..cfg
+        };
         let tel = Telephony::start(store, cfg, Arc::new(Hold)).await?;
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
         let db = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(1)
             .connect(&url)
             .await?;
-        Ok(Server { _dir: dir, db, tel })
+        Ok(Server {
+            _dir: dir,
+            _recordings: recordings,
+            db,
+            tel,
+        })
     }
 
     /// Waits (bounded) until `n` session rows have ended; returns how many did.

@@ -1,10 +1,14 @@
 //! One live call: what the engine gets ([`ActiveCall`], [`CallControl`]) and
 //! the task that drives the call's dialog ([`CallDriver`]).
 //!
-//! The driver waits on three things — the dialog's state events, commands
-//! from [`CallControl`], and the leg's next deadline — feeds one input into
-//! the sans-IO [`CallLeg`], and executes the outputs (BYE, CANCEL, store
-//! updates). It ends when the leg is terminated.
+//! The driver waits on the dialog's state events, commands from
+//! [`CallControl`], the outcomes of its own in-dialog requests (REFER,
+//! session refresh) and of the transfer leg, the far end of a bridge, and
+//! the leg's next deadline; feeds one input into the sans-IO [`CallLeg`];
+//! and executes the outputs (BYE, CANCEL, REFER, dial and bridge, refresh,
+//! store updates). Requests whose answers take time run in small tasks that
+//! report back as [`SipEvent`]s, so the loop keeps serving the dialog. It
+//! ends when the leg is terminated.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -20,7 +24,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::control::{
-    CallLeg, LegCommand, LegInput, LegOutput, LegState, SipEvent, TransferFailure,
+    self, CallLeg, LegCommand, LegInput, LegOutput, LegState, SessionTimerVerdict, SipEvent,
+    TransferFailure,
 };
 use crate::rtp::{self, MediaHandle, MediaLeg};
 use crate::server::Ctx;
@@ -144,11 +149,15 @@ impl CallControl {
             .ok();
     }
 
-    /// Live transfer: dial `target` (E.164 through the call's trunk, or a
-    /// SIP URI) and, when it answers, bridge it to the caller through us (the
-    /// recording continues). `media` is the call's leg: on
-    /// [`TransferOutcome::Bridged`] it now belongs to the bridge and `None`
-    /// comes back; on failure it is handed back unchanged.
+    /// Live transfer to `target` (E.164 through the call's trunk, or a SIP
+    /// URI). When the caller's trunk has `transfer = refer`, first REFER the
+    /// caller there (the carrier connects them; our leg ends with "transferred
+    /// by REFER"); a refused or failed REFER, or a trunk that bridges, dials
+    /// the target and, when it answers, bridges it to the caller through us
+    /// (the recording continues). `media` is the call's leg: on
+    /// [`TransferOutcome::Bridged`] and [`TransferOutcome::Referred`] it is
+    /// no longer the engine's and `None` comes back; on failure it is handed
+    /// back unchanged.
     pub async fn transfer(
         &self,
         target: &str,
@@ -204,11 +213,21 @@ enum FarEnd {
     Media(rtp::BridgeEnd),
 }
 
-type TransferDone = (
-    Result<crate::outbound::Connected, TransferFailure>,
-    MediaLeg,
-    oneshot::Sender<(TransferOutcome, Option<MediaLeg>)>,
-);
+type TransferDone = Result<crate::outbound::Connected, TransferFailure>;
+
+/// A transfer the engine asked for and has not been answered yet.
+pub(crate) struct PendingTransfer {
+    target: String,
+    /// Refer-To, when the trunk transfers by REFER.
+    refer_to: Option<rsipstack::sip::Uri>,
+    media: MediaLeg,
+    opts: TransferOptions,
+    reply: oneshot::Sender<(TransferOutcome, Option<MediaLeg>)>,
+    /// The caller's trunk transfers by REFER (tried first).
+    refer: bool,
+    /// The bridge leg is being dialled.
+    dialling: bool,
+}
 
 /// Drives one call until it ends.
 pub(crate) struct CallDriver {
@@ -232,6 +251,13 @@ pub(crate) struct CallDriver {
     pub(crate) on_end: Option<Box<dyn FnOnce() + Send>>,
     /// Set while bridged: stopping it ends both media legs.
     pub(crate) bridge_stop: Option<rtp::BridgeHandle>,
+    /// The transfer in progress.
+    pub(crate) transfer: Option<PendingTransfer>,
+    /// Outcomes of our own in-dialog requests (REFER, session refresh),
+    /// which run in tasks so the loop keeps serving the dialog meanwhile.
+    pub(crate) sip_events: Option<mpsc::UnboundedSender<SipEvent>>,
+    /// The smallest session interval we accept (RFC 4028 Min-SE).
+    pub(crate) min_se: std::time::Duration,
 }
 
 impl CallDriver {
@@ -243,10 +269,12 @@ impl CallDriver {
         );
         async move {
             let (transfer_tx, mut transfer_rx) = mpsc::unbounded_channel::<TransferDone>();
+            let (sip_tx, mut sip_rx) = mpsc::unbounded_channel::<SipEvent>();
+            self.sip_events = Some(sip_tx);
             let mut bridged: Option<BridgedLeg> = None;
             // Bound the loop: a call cannot outlive a day of events.
             for _ in 0..10_000_000u32 {
-                self.drain_outputs().await;
+                self.drain_outputs(&transfer_tx).await;
                 if self.leg.is_terminated() {
                     break;
                 }
@@ -282,7 +310,7 @@ impl CallDriver {
                             .leg
                             .handle_input(LegInput::Command(Instant::now(), LegCommand::Hangup(reason))),
                         Some(Command::Transfer { target, media, opts, reply }) => {
-                            self.start_transfer(target, media, opts, reply, transfer_tx.clone());
+                            self.start_transfer(target, media, opts, reply).await;
                         }
                         // Every CallControl is gone; the call goes on until
                         // the far end hangs up.
@@ -294,6 +322,9 @@ impl CallDriver {
                         if let Some(done) = done {
                             bridged = self.finish_transfer(done).await;
                         }
+                    }
+                    Some(event) = sip_rx.recv() => {
+                        self.leg.handle_input(LegInput::Sip(Instant::now(), event));
                     }
                     far = far_end => {
                         if let Some(b) = bridged.as_ref() {
@@ -334,7 +365,25 @@ impl CallDriver {
                     }
                 }
             }
-            self.drain_outputs().await;
+            self.drain_outputs(&transfer_tx).await;
+            if let Some(pending) = self.transfer.take() {
+                // The call ended while a transfer was under way.
+                let failure = TransferFailure::Error("the caller hung up".into());
+                pending
+                    .reply
+                    .send((TransferOutcome::Failed(failure), Some(pending.media)))
+                    .ok();
+                if pending.dialling {
+                    // A target that answers now is hung up at once.
+                    let ctx = self.ctx.clone();
+                    tokio::spawn(async move {
+                        if let Some(Ok(connected)) = transfer_rx.recv().await {
+                            connected.dialog.bye().await.ok();
+                            ctx.stack.dialogs.remove_dialog(&connected.dialog.id());
+                        }
+                    });
+                }
+            }
             if let Some(b) = bridged {
                 b.media.stop();
                 b.dialog.bye().await.ok();
@@ -351,10 +400,11 @@ impl CallDriver {
         if self.leg.state() != LegState::Trying && self.leg.state() != LegState::Ringing {
             return;
         }
-        let result = self.dialog.accept(
-            Some(vec![sip::sdp_header()]),
-            Some(self.local_sdp.clone().into_bytes()),
-        );
+        let mut headers = vec![sip::sdp_header()];
+        headers.extend(self.session_timer_headers());
+        let result = self
+            .dialog
+            .accept(Some(headers), Some(self.local_sdp.clone().into_bytes()));
         match result {
             Ok(()) => self
                 .leg
@@ -390,7 +440,20 @@ impl CallDriver {
                 self.leg.handle_input(LegInput::Sip(now, event));
             }
             DialogState::Updated(_, req, handle) => {
-                // re-INVITE or UPDATE: hold/unhold, codec change, session timer.
+                // re-INVITE or UPDATE: hold/unhold, codec change, session
+                // refresh. With a session timer running, each one answered
+                // 200 is a refresh (RFC 4028 §10), and may renegotiate it.
+                let refreshed = self.leg.session_timer().map(|_| {
+                    match control::negotiate_session_timer(
+                        sip::header_value(&req, "Session-Expires").as_deref(),
+                        sip::header_value(&req, "Supported")
+                            .is_some_and(|v| control::lists_timer(&v)),
+                        self.min_se,
+                    ) {
+                        SessionTimerVerdict::Use(timer) => Some(timer),
+                        SessionTimerVerdict::None | SessionTimerVerdict::TooSmall { .. } => None,
+                    }
+                });
                 let offer = sip::body_text(&req.body).map(str::to_string);
                 let result = match (offer, self.media.as_ref()) {
                     (Some(offer), Some(media)) => media.update_remote(&offer).map(Some),
@@ -400,20 +463,37 @@ impl CallDriver {
                     }
                     (None, _) => Ok(None),
                 };
+                if let Some(Some(timer)) = refreshed {
+                    self.leg.set_session_timer(timer);
+                }
+                let timer_headers = self.session_timer_headers();
                 match result {
                     Ok(Some(answer)) => {
                         self.local_sdp = answer.clone();
+                        let mut headers = vec![sip::sdp_header()];
+                        headers.extend(timer_headers);
                         handle
-                            .respond(
-                                StatusCode::OK,
-                                Some(vec![sip::sdp_header()]),
-                                Some(answer.into_bytes()),
-                            )
+                            .respond(StatusCode::OK, Some(headers), Some(answer.into_bytes()))
                             .await
                             .ok();
+                        if let Some(timer) = refreshed {
+                            self.leg.handle_input(LegInput::Sip(
+                                now,
+                                SipEvent::SessionRefreshed(timer),
+                            ));
+                        }
                     }
                     Ok(None) => {
-                        handle.reply(StatusCode::OK).await.ok();
+                        handle
+                            .respond(StatusCode::OK, Some(timer_headers), None)
+                            .await
+                            .ok();
+                        if let Some(timer) = refreshed {
+                            self.leg.handle_input(LegInput::Sip(
+                                now,
+                                SipEvent::SessionRefreshed(timer),
+                            ));
+                        }
                     }
                     Err(e) => {
                         info!(error = %e, "refusing re-INVITE offer");
@@ -421,11 +501,40 @@ impl CallDriver {
                     }
                 }
             }
+            DialogState::Notify(_, req, handle) if self.leg.refer_pending() => {
+                // RFC 3515: progress of our REFER, as a sipfrag status line.
+                handle.reply(StatusCode::OK).await.ok();
+                let is_refer = sip::header_value(&req, "Event")
+                    .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("refer"));
+                let status = sip::body_text(&req.body).and_then(control::sipfrag_status);
+                if let (true, Some(status)) = (is_refer, status) {
+                    info!(status, "transfer: REFER progress");
+                    self.leg
+                        .handle_input(LegInput::Sip(now, SipEvent::ReferNotify(status)));
+                }
+            }
             other => answer_in_dialog(other).await,
         }
     }
 
-    async fn drain_outputs(&mut self) {
+    /// Session-Expires (and Require: timer when the caller refreshes) for
+    /// our 2xx, when a session timer runs.
+    fn session_timer_headers(&self) -> Vec<rsipstack::sip::Header> {
+        use rsipstack::sip::Header;
+        let Some(timer) = self.leg.session_timer() else {
+            return Vec::new();
+        };
+        let mut headers = vec![
+            Header::SessionExpires(timer.header_value().into()),
+            Header::Supported("timer".to_string().into()),
+        ];
+        if timer.requires_timer() {
+            headers.push(Header::Require("timer".to_string().into()));
+        }
+        headers
+    }
+
+    async fn drain_outputs(&mut self, transfers: &mpsc::UnboundedSender<TransferDone>) {
         while let Some(output) = self.leg.poll_output() {
             match output {
                 LegOutput::Answered => self.on_answered().await,
@@ -439,6 +548,22 @@ impl CallDriver {
                         debug!(error = %e, "CANCEL failed");
                     }
                 }
+                LegOutput::SendRefer => self.send_refer(),
+                LegOutput::DialTransfer => self.dial_transfer(transfers.clone()),
+                LegOutput::Referred => {
+                    if let Some(pending) = self.transfer.take() {
+                        info!(target = %pending.target, "transfer: the carrier took the call (REFER)");
+                        // The leg is over; the media stops with it.
+                        drop(pending.media);
+                        pending.reply.send((TransferOutcome::Referred, None)).ok();
+                    }
+                    // Our 200 to the final NOTIFY leaves from the dialog's
+                    // transaction task; give it a moment so the BYE that
+                    // follows does not overtake it (strict transferees,
+                    // sipp among them, abort on a BYE before that 200).
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                LegOutput::SendRefresh => self.send_refresh(),
                 LegOutput::End { outcome, reason } => {
                     info!(%reason, %outcome, "call ended");
                     // Watchers learn first; the media stops after, so an
@@ -459,15 +584,12 @@ impl CallDriver {
                     }
 
                     if let (Some(id), Some(store)) = (self.session, self.ctx.store.as_ref()) {
-                        let already_ended = matches!(
-                            store.session(id).await,
-                            Ok(s) if s.status == SessionStatus::Ended
-                        );
-                        if !already_ended {
-                            let at = switchboard_model::Clock::now(&switchboard_model::SystemClock);
-                            if let Err(e) = store.end_session(id, at, outcome, &reason).await {
-                                warn!(error = %e, "cannot end the session row");
-                            }
+                        // No read first: `end_session` keeps an end already
+                        // recorded (by a handoff, say), so the first end wins
+                        // without a round trip on every call.
+                        let at = switchboard_model::Clock::now(&switchboard_model::SystemClock);
+                        if let Err(e) = store.end_session(id, at, outcome, &reason).await {
+                            warn!(error = %e, "cannot end the session row");
                         }
                     }
                     if let Some(media) = &self.media {
@@ -503,42 +625,138 @@ impl CallDriver {
         }
     }
 
-    fn start_transfer(
+    async fn start_transfer(
         &mut self,
         target: String,
         media: MediaLeg,
         opts: TransferOptions,
         reply: oneshot::Sender<(TransferOutcome, Option<MediaLeg>)>,
-        done: mpsc::UnboundedSender<TransferDone>,
     ) {
-        if self.leg.state() != LegState::Confirmed {
+        if self.leg.state() != LegState::Confirmed || self.transfer.is_some() {
             let failure = TransferFailure::Error("the call is not in a state to transfer".into());
             reply
                 .send((TransferOutcome::Failed(failure), Some(media)))
                 .ok();
             return;
         }
+        let ctx = self.ctx.clone();
+        let refer_to = refer_target(&ctx, self.trunk, self.leg.direction(), &target).await;
+        self.transfer = Some(PendingTransfer {
+            target,
+            refer: refer_to.is_some(),
+            refer_to,
+            media,
+            opts,
+            reply,
+            dialling: false,
+        });
+        let refer = self.transfer.as_ref().is_some_and(|t| t.refer);
         self.leg.handle_input(LegInput::Command(
             Instant::now(),
-            LegCommand::TransferStarted,
+            LegCommand::Transfer { refer },
         ));
+    }
+
+    /// Sends REFER in the caller's dialog; the outcome comes back as a
+    /// [`SipEvent`].
+    fn send_refer(&mut self) {
+        let (Some(refer_to), Some(events)) = (
+            self.transfer.as_ref().and_then(|t| t.refer_to.clone()),
+            self.sip_events.clone(),
+        ) else {
+            self.leg.handle_input(LegInput::Sip(
+                Instant::now(),
+                SipEvent::ReferFailed("no REFER target".into()),
+            ));
+            return;
+        };
+        info!(refer_to = %refer_to, "transfer: sending REFER");
+        let referred_by =
+            rsipstack::sip::Header::ReferredBy(format!("<{}>", self.ctx.stack.contact).into());
+        let dialog = self.dialog.clone();
+        tokio::spawn(
+            async move {
+                let event = match dialog.refer(refer_to, Some(vec![referred_by]), None).await {
+                    Ok(Some(resp)) => SipEvent::ReferAnswered(resp.status_code.code()),
+                    Ok(None) => SipEvent::ReferFailed("the dialog is not confirmed".into()),
+                    Err(e) => SipEvent::ReferFailed(e.to_string()),
+                };
+                if let SipEvent::ReferAnswered(code) = &event {
+                    info!(code, "transfer: REFER answered");
+                }
+                events.send(event).ok();
+            }
+            .instrument(tracing::Span::current()),
+        );
+    }
+
+    /// Dials the transfer target for a bridge.
+    fn dial_transfer(&mut self, done: mpsc::UnboundedSender<TransferDone>) {
+        let Some(pending) = self.transfer.as_mut() else {
+            return;
+        };
+        if pending.refer {
+            info!("transfer: REFER refused or failed; bridging instead");
+        }
+        pending.dialling = true;
         let ctx = self.ctx.clone();
         let trunk = self.trunk;
-        let span = tracing::Span::current();
+        let (target, opts) = (pending.target.clone(), pending.opts.clone());
         tokio::spawn(
             async move {
                 info!(%target, "transfer: dialling");
                 let result = crate::outbound::connect_transfer(&ctx, &target, trunk, &opts).await;
-                done.send((result, media, reply)).ok();
+                done.send(result).ok();
             }
-            .instrument(span),
+            .instrument(tracing::Span::current()),
         );
     }
 
-    async fn finish_transfer(
-        &mut self,
-        (result, media, reply): TransferDone,
-    ) -> Option<BridgedLeg> {
+    /// Sends a session refresh: a re-INVITE with our current SDP.
+    fn send_refresh(&mut self) {
+        let Some(events) = self.sip_events.clone() else {
+            return;
+        };
+        let mut headers = vec![sip::sdp_header()];
+        headers.extend(self.session_timer_headers());
+        let dialog = self.dialog.clone();
+        let sdp = self.local_sdp.clone().into_bytes();
+        tokio::spawn(
+            async move {
+                let event = match dialog.reinvite(Some(headers), Some(sdp)).await {
+                    Ok(Some(resp)) if (200..300).contains(&resp.status_code.code()) => {
+                        SipEvent::SessionRefreshed(None)
+                    }
+                    // RFC 4028 §10: only a timeout, 408 or 481 ends the
+                    // session; after any other refusal (491 glare, 488…)
+                    // the dialog lives on and we try again at the next
+                    // half interval.
+                    Ok(Some(resp)) if matches!(resp.status_code.code(), 408 | 481) => {
+                        SipEvent::RefreshFailed(resp.status_code.code().to_string())
+                    }
+                    Ok(Some(resp)) => {
+                        info!(code = resp.status_code.code(), "session refresh refused");
+                        SipEvent::SessionRefreshed(None)
+                    }
+                    Ok(None) => return,
+                    Err(e) => SipEvent::RefreshFailed(e.to_string()),
+                };
+                events.send(event).ok();
+            }
+            .instrument(tracing::Span::current()),
+        );
+    }
+
+    async fn finish_transfer(&mut self, result: TransferDone) -> Option<BridgedLeg> {
+        let Some(pending) = self.transfer.take() else {
+            // Nobody waits for this leg any more.
+            if let Ok(connected) = result {
+                connected.dialog.bye().await.ok();
+                self.ctx.stack.dialogs.remove_dialog(&connected.dialog.id());
+            }
+            return None;
+        };
+        let PendingTransfer { media, reply, .. } = pending;
         match result {
             Ok(connected) if self.leg.state() == LegState::Transferring => {
                 let far = connected.endpoint.start(None);
@@ -585,6 +803,46 @@ impl CallDriver {
                     .ok();
                 None
             }
+        }
+    }
+}
+
+/// Refer-To for `target` when the caller's trunk transfers by REFER: a SIP
+/// URI as given, an E.164 number as `sip:<number>@<trunk host>:<port>`.
+/// `None`: transfer by bridge.
+async fn refer_target(
+    ctx: &Ctx,
+    trunk: Option<TrunkId>,
+    direction: Direction,
+    target: &str,
+) -> Option<rsipstack::sip::Uri> {
+    if direction != Direction::Inbound {
+        return None;
+    }
+    let (store, trunk) = (ctx.store.as_ref()?, trunk?);
+    let trunk = match store.trunk(trunk).await {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(error = %e, "cannot read the trunk; transferring by bridge");
+            return None;
+        }
+    };
+    if trunk.transfer != switchboard_model::TrunkTransfer::Refer {
+        return None;
+    }
+    let target = target.trim();
+    let lower = target.to_ascii_lowercase();
+    let uri = if lower.starts_with("sip:") || lower.starts_with("sips:") {
+        target.to_string()
+    } else {
+        let number = control::normalise_user(target, ctx.cfg.region)?;
+        format!("sip:{number}@{}:{}", trunk.host, trunk.port)
+    };
+    match rsipstack::sip::Uri::try_from(uri.as_str()) {
+        Ok(uri) => Some(uri),
+        Err(e) => {
+            warn!(%uri, error = %e, "transfer target is not a SIP URI; transferring by bridge");
+            None
         }
     }
 }

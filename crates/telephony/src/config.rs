@@ -22,6 +22,12 @@ pub struct SipConfig {
     pub answer_delay: Duration,
     /// Outbound: CANCEL after this long without an answer.
     pub no_answer_timeout: Duration,
+    /// Live transfer by REFER: fall back to a bridge when the carrier has
+    /// not reported the outcome (final NOTIFY) within this long.
+    pub refer_timeout: Duration,
+    /// RFC 4028 Min-SE: INVITEs asking for a shorter session interval get
+    /// 422. 90 s is the RFC's floor; only tests set it lower.
+    pub min_session_expires: Duration,
     /// Upper bound on concurrent calls per agent (the agent's own
     /// `max_concurrent_calls` applies too; the lower wins).
     pub max_calls_per_agent: u32,
@@ -35,6 +41,13 @@ pub struct SipConfig {
     pub realm: String,
     /// User-Agent / Server header.
     pub user_agent: String,
+    /// How long admission may use trunks, numbers and agents read from the
+    /// store before reading them again: a change made in the store reaches
+    /// new INVITEs at the latest this long after (at once after
+    /// [`crate::Telephony::reload_trunks`] or
+    /// [`crate::Telephony::reload_routing`]). Zero reads the store on every
+    /// INVITE.
+    pub directory_ttl: Duration,
 }
 
 impl Default for SipConfig {
@@ -46,12 +59,15 @@ impl Default for SipConfig {
             ringing: true,
             answer_delay: Duration::ZERO,
             no_answer_timeout: Duration::from_secs(30),
+            refer_timeout: Duration::from_secs(45),
+            min_session_expires: Duration::from_secs(90),
             max_calls_per_agent: 10,
             recordings_dir: PathBuf::from("recordings"),
             region: Region::default(),
             t1: Duration::from_millis(500),
             realm: "switchboard".into(),
             user_agent: concat!("switchboard/", env!("CARGO_PKG_VERSION")).into(),
+            directory_ttl: Duration::from_secs(1),
         }
     }
 }

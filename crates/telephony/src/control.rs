@@ -1,9 +1,10 @@
-//! Call control without IO: the per-leg state machine, the routing verdicts
-//! and the transfer fallback order.
+//! Call control without IO: the per-leg state machine, the routing verdicts,
+//! the transfer fallback order (REFER → bridge → failed) and RFC 4028
+//! session timers.
 //!
 //! Everything here takes `now: Instant` as an input and returns what to do;
 //! nothing owns a socket, spawns a task or reads the clock. The driver
-//! ([`crate::call`], [`crate::server`]) turns SIP stack events into
+//! (`call`, `server`) turns SIP stack events into
 //! [`LegInput`]s, drains [`LegOutput`]s after every input, and sleeps until
 //! [`CallLeg::next_timeout`].
 
@@ -53,6 +54,18 @@ pub enum SipEvent {
     Rejected { code: u16, reason: String },
     /// The stack gave up on the transaction (no response, socket error).
     TransportFailed(String),
+    /// The final response to our REFER (202 accepted; 403/405/501/603…).
+    ReferAnswered(u16),
+    /// A NOTIFY about our REFER: the status line of its `message/sipfrag`.
+    ReferNotify(u16),
+    /// Our REFER got no final response (timer F, socket error).
+    ReferFailed(String),
+    /// A session refresh: the peer's re-INVITE/UPDATE (which we answered
+    /// 200), or a 2xx to ours. `timer` carries new parameters when the
+    /// refresh renegotiated them.
+    SessionRefreshed(Option<SessionTimer>),
+    /// Our session refresh failed (481/408 or no response).
+    RefreshFailed(String),
 }
 
 /// A command from the engine or the API.
@@ -60,11 +73,12 @@ pub enum SipEvent {
 pub enum LegCommand {
     /// Hang up with a reason in words ("agent hung up").
     Hangup(String),
-    /// A live transfer starts dialling.
-    TransferStarted,
+    /// A live transfer starts: REFER first when `refer` (the caller's trunk
+    /// says `transfer = refer`), else dial the target and bridge.
+    Transfer { refer: bool },
     /// The transfer target answered and media is bridged.
     TransferBridged,
-    /// The transfer failed; the original call goes on.
+    /// The bridge leg failed; the original call goes on.
     TransferFailed,
     /// The bridge ended because the transfer target hung up.
     BridgeEnded(String),
@@ -86,6 +100,15 @@ pub enum LegOutput {
     SendBye,
     /// Send CANCEL for our unanswered INVITE (outbound).
     SendCancel,
+    /// Send REFER in the caller's dialog (Refer-To: the transfer target).
+    SendRefer,
+    /// Dial the transfer target and bridge it when it answers (the REFER
+    /// was refused, or the trunk bridges).
+    DialTransfer,
+    /// The carrier took the call over after our REFER: tell the engine.
+    Referred,
+    /// Send a session refresh (re-INVITE with our SDP and Session-Expires).
+    SendRefresh,
     /// End the session row and tell every watcher.
     End { outcome: Outcome, reason: String },
 }
@@ -97,6 +120,9 @@ pub struct LegTimers {
     pub t1: Duration,
     /// Outbound only: how long the callee may ring before we CANCEL.
     pub no_answer: Duration,
+    /// How long an accepted REFER may take to report its outcome (the final
+    /// NOTIFY) before we fall back to a bridge.
+    pub refer: Duration,
 }
 
 impl Default for LegTimers {
@@ -104,6 +130,7 @@ impl Default for LegTimers {
         Self {
             t1: Duration::from_millis(500),
             no_answer: Duration::from_secs(30),
+            refer: Duration::from_secs(45),
         }
     }
 }
@@ -121,6 +148,11 @@ pub struct CallLeg {
     ack_deadline: Option<Instant>,
     answer_deadline: Option<Instant>,
     was_bridged: bool,
+    transfer: Option<TransferPlan>,
+    session_timer: Option<SessionTimer>,
+    /// When the session timer next fires: our refresh is due, or the
+    /// peer's refresh is overdue.
+    session_deadline: Option<Instant>,
     outputs: VecDeque<LegOutput>,
 }
 
@@ -135,8 +167,29 @@ impl CallLeg {
             ack_deadline: None,
             answer_deadline,
             was_bridged: false,
+            transfer: None,
+            session_timer: None,
+            session_deadline: None,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// Runs RFC 4028 session timers on this leg from the answer on (set
+    /// before the 200 OK is sent; see [`negotiate_session_timer`]).
+    pub fn set_session_timer(&mut self, timer: SessionTimer) {
+        self.session_timer = Some(timer);
+    }
+
+    /// The session timer in force, if any.
+    pub fn session_timer(&self) -> Option<SessionTimer> {
+        self.session_timer
+    }
+
+    /// Whether a REFER is out and its outcome unknown.
+    pub fn refer_pending(&self) -> bool {
+        self.transfer
+            .as_ref()
+            .is_some_and(TransferPlan::refer_pending)
     }
 
     pub fn state(&self) -> LegState {
@@ -153,10 +206,15 @@ impl CallLeg {
 
     /// The earliest deadline the driver must wake up for.
     pub fn next_timeout(&self) -> Option<Instant> {
-        match (self.ack_deadline, self.answer_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.ack_deadline,
+            self.answer_deadline,
+            self.session_deadline,
+            self.transfer.as_ref().and_then(TransferPlan::next_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn poll_output(&mut self) -> Option<LegOutput> {
@@ -169,7 +227,7 @@ impl CallLeg {
         }
         match input {
             LegInput::Sip(now, event) => self.handle_sip(now, event),
-            LegInput::Command(_, command) => self.handle_command(command),
+            LegInput::Command(now, command) => self.handle_command(now, command),
             LegInput::Timeout(now) => self.handle_timeout(now),
         }
     }
@@ -182,11 +240,14 @@ impl CallLeg {
                 Direction::Inbound => {
                     self.state = Answered;
                     self.ack_deadline = Some(now + self.timers.t1 * 64);
+                    // RFC 4028 §10: the session interval runs from the 2xx.
+                    self.arm_session_timer(now);
                 }
                 Direction::Outbound => {
                     self.answer_deadline = None;
                     self.state = Confirmed;
                     self.outputs.push_back(LegOutput::Answered);
+                    self.arm_session_timer(now);
                 }
             },
             (Answered, SipEvent::Ack) => {
@@ -201,6 +262,11 @@ impl CallLeg {
             (Answered, SipEvent::RemoteBye) => {
                 // The caller gave up before its ACK reached us.
                 self.end(Outcome::Abandoned, "caller hung up");
+            }
+            (Transferring, SipEvent::RemoteBye) if self.refer_accepted() => {
+                // The carrier connected the caller elsewhere and released
+                // our leg, with or without the final NOTIFY first.
+                self.refer_succeeded(false);
             }
             (Confirmed | Transferring | Bridged, SipEvent::RemoteBye) => {
                 let outcome = self.answered_outcome();
@@ -226,12 +292,74 @@ impl CallLeg {
                 }
                 self.end(Outcome::Failed, &format!("network error: {why}"));
             }
+            (Transferring, SipEvent::ReferAnswered(code)) => {
+                let step = self
+                    .transfer
+                    .as_mut()
+                    .and_then(|p| p.handle_refer_response(code));
+                self.follow(step);
+            }
+            (Transferring, SipEvent::ReferNotify(code)) => {
+                let step = self.transfer.as_mut().and_then(|p| p.handle_notify(code));
+                self.follow(step);
+            }
+            (Transferring, SipEvent::ReferFailed(_)) => {
+                let step = self
+                    .transfer
+                    .as_mut()
+                    .and_then(TransferPlan::handle_refer_failure);
+                self.follow(step);
+            }
+            (Confirmed | Transferring | Bridged, SipEvent::SessionRefreshed(timer)) => {
+                if let Some(timer) = timer {
+                    self.session_timer = Some(timer);
+                }
+                self.arm_session_timer(now);
+            }
+            (Confirmed | Transferring | Bridged, SipEvent::RefreshFailed(why)) => {
+                self.outputs.push_back(LegOutput::SendBye);
+                let outcome = self.answered_outcome();
+                self.end(outcome, &format!("session refresh failed: {why}"));
+            }
             // Retransmissions and events that do not change this leg.
             _ => {}
         }
     }
 
-    fn handle_command(&mut self, command: LegCommand) {
+    /// Executes the transfer plan's next step.
+    fn follow(&mut self, step: Option<TransferStep>) {
+        match step {
+            None => {}
+            Some(TransferStep::Refer) => self.outputs.push_back(LegOutput::SendRefer),
+            Some(TransferStep::Bridge) => self.outputs.push_back(LegOutput::DialTransfer),
+            Some(TransferStep::Done(TransferResult::Referred)) => self.refer_succeeded(true),
+            // Bridge outcomes arrive as commands from the driver.
+            Some(TransferStep::Done(_)) => {}
+        }
+    }
+
+    fn refer_accepted(&self) -> bool {
+        self.transfer
+            .as_ref()
+            .is_some_and(TransferPlan::refer_accepted)
+    }
+
+    /// The carrier has the caller: our leg is done. `send_bye` when the
+    /// carrier has not released it yet (RFC 5589 §6.1: the transferor
+    /// hangs up after the successful NOTIFY).
+    fn refer_succeeded(&mut self, send_bye: bool) {
+        self.outputs.push_back(LegOutput::Referred);
+        if send_bye {
+            self.outputs.push_back(LegOutput::SendBye);
+        }
+        self.end(Outcome::LiveTransfer, "transferred by REFER");
+    }
+
+    fn arm_session_timer(&mut self, now: Instant) {
+        self.session_deadline = self.session_timer.map(|t| now + t.next_wait());
+    }
+
+    fn handle_command(&mut self, now: Instant, command: LegCommand) {
         use LegState::*;
         match (self.state, command) {
             (Confirmed | Transferring | Bridged | Answered, LegCommand::Hangup(reason)) => {
@@ -245,12 +373,22 @@ impl CallLeg {
                 }
                 self.end(Outcome::Abandoned, &reason);
             }
-            (Confirmed, LegCommand::TransferStarted) => self.state = Transferring,
+            (Confirmed, LegCommand::Transfer { refer }) => {
+                self.state = Transferring;
+                let mut plan = TransferPlan::new(refer, self.timers.refer);
+                let step = plan.start(now);
+                self.transfer = Some(plan);
+                self.follow(Some(step));
+            }
             (Transferring, LegCommand::TransferBridged) => {
                 self.state = Bridged;
                 self.was_bridged = true;
+                self.transfer = None;
             }
-            (Transferring, LegCommand::TransferFailed) => self.state = Confirmed,
+            (Transferring, LegCommand::TransferFailed) => {
+                self.state = Confirmed;
+                self.transfer = None;
+            }
             (Bridged, LegCommand::BridgeEnded(reason)) => {
                 self.outputs.push_back(LegOutput::SendBye);
                 self.end(Outcome::LiveTransfer, &reason);
@@ -271,6 +409,27 @@ impl CallLeg {
             self.answer_deadline = None;
             self.outputs.push_back(LegOutput::SendCancel);
             self.end(Outcome::Failed, "no answer");
+            return;
+        }
+        let step = self.transfer.as_mut().and_then(|p| p.handle_timeout(now));
+        self.follow(step);
+        if self.is_terminated() {
+            return;
+        }
+        if let (Some(deadline), Some(timer)) = (self.session_deadline, self.session_timer) {
+            if now < deadline {
+                return;
+            }
+            if timer.we_refresh() {
+                self.outputs.push_back(LegOutput::SendRefresh);
+                self.arm_session_timer(now);
+            } else {
+                // RFC 4028 §10: no refresh within the interval; the session
+                // is over as far as the network is concerned.
+                self.outputs.push_back(LegOutput::SendBye);
+                let outcome = self.answered_outcome();
+                self.end(outcome, "session timer expired");
+            }
         }
     }
 
@@ -286,6 +445,8 @@ impl CallLeg {
         self.state = LegState::Terminated;
         self.ack_deadline = None;
         self.answer_deadline = None;
+        self.session_deadline = None;
+        self.transfer = None;
         self.outputs.push_back(LegOutput::End {
             outcome,
             reason: reason.to_string(),
@@ -514,50 +675,286 @@ pub enum TransferResult {
 }
 
 /// The fallback order: REFER where the trunk allows it; a refused REFER
-/// (403/405/603, or a failing NOTIFY) falls back to a bridge; a failed
-/// bridge fails the transfer (the engine then continues as logged escalation).
+/// (403/405/501/603…, no response, a NOTIFY whose sipfrag is a final
+/// failure, or no final NOTIFY within the REFER timeout) falls back to a
+/// bridge; a failed bridge fails the transfer (the engine then continues as
+/// logged escalation).
+///
+/// Sans-IO: feed the REFER's response, the NOTIFYs and timeouts; each
+/// `handle_*` returns the next step, or `None` to keep waiting.
 #[derive(Debug, Clone)]
 pub struct TransferPlan {
     refer_allowed: bool,
-    refer_tried: bool,
+    refer_timeout: Duration,
+    phase: ReferPhase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReferPhase {
+    NotTried,
+    /// REFER sent, no final response yet.
+    Sent {
+        deadline: Instant,
+    },
+    /// 202 received; waiting for the NOTIFY with the final status.
+    Accepted {
+        deadline: Instant,
+    },
+    /// The REFER is behind us (succeeded or fell back).
+    Over,
 }
 
 impl TransferPlan {
-    pub fn new(refer_allowed: bool) -> Self {
+    /// `refer_allowed`: the caller's trunk says `transfer = refer`.
+    /// `refer_timeout`: how long the REFER may take to report its outcome.
+    pub fn new(refer_allowed: bool, refer_timeout: Duration) -> Self {
         Self {
             refer_allowed,
-            refer_tried: false,
+            refer_timeout,
+            phase: ReferPhase::NotTried,
         }
     }
 
-    pub fn first_step(&mut self) -> TransferStep {
-        if self.refer_allowed {
-            self.refer_tried = true;
+    /// The first step, at `now`.
+    pub fn start(&mut self, now: Instant) -> TransferStep {
+        if self.refer_allowed && self.phase == ReferPhase::NotTried {
+            self.phase = ReferPhase::Sent {
+                deadline: now + self.refer_timeout,
+            };
             TransferStep::Refer
         } else {
+            self.phase = ReferPhase::Over;
             TransferStep::Bridge
         }
     }
 
-    /// After REFER: the final status of the REFER or of the NOTIFY sipfrag.
-    pub fn handle_refer_result(&mut self, status: u16) -> TransferStep {
-        match status {
-            200..=299 => TransferStep::Done(TransferResult::Referred),
-            _ => TransferStep::Bridge,
+    /// The final response to the REFER. 2xx: wait for the NOTIFY.
+    pub fn handle_refer_response(&mut self, status: u16) -> Option<TransferStep> {
+        match (self.phase, status) {
+            (ReferPhase::Sent { deadline }, 200..=299) => {
+                self.phase = ReferPhase::Accepted { deadline };
+                None
+            }
+            (ReferPhase::Sent { .. }, 300..) => self.fall_back(),
+            _ => None,
+        }
+    }
+
+    /// A NOTIFY's sipfrag status: 1xx is progress, 2xx success, ≥ 300 a
+    /// failure. A NOTIFY may overtake the 202 (UDP), so it counts while the
+    /// REFER is still unanswered too.
+    pub fn handle_notify(&mut self, sipfrag_status: u16) -> Option<TransferStep> {
+        if !self.refer_pending() {
+            return None;
+        }
+        match sipfrag_status {
+            200..=299 => {
+                self.phase = ReferPhase::Over;
+                Some(TransferStep::Done(TransferResult::Referred))
+            }
+            300.. => self.fall_back(),
+            _ => None,
+        }
+    }
+
+    /// The REFER got no final response at all.
+    pub fn handle_refer_failure(&mut self) -> Option<TransferStep> {
+        match self.phase {
+            ReferPhase::Sent { .. } => self.fall_back(),
+            _ => None,
+        }
+    }
+
+    /// The REFER's outcome did not arrive in time.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<TransferStep> {
+        match self.next_timeout() {
+            Some(deadline) if now >= deadline => self.fall_back(),
+            _ => None,
         }
     }
 
     /// After the bridge leg: `Ok` when answered and bridged.
     pub fn handle_bridge_result(&mut self, result: Result<(), TransferFailure>) -> TransferStep {
+        self.phase = ReferPhase::Over;
         match result {
             Ok(()) => TransferStep::Done(TransferResult::Bridged),
             Err(failure) => TransferStep::Done(TransferResult::Failed(failure)),
         }
     }
 
-    pub fn refer_tried(&self) -> bool {
-        self.refer_tried
+    /// When the REFER's outcome is overdue.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            ReferPhase::Sent { deadline } | ReferPhase::Accepted { deadline } => Some(deadline),
+            ReferPhase::NotTried | ReferPhase::Over => None,
+        }
     }
+
+    /// Whether the REFER is out and its outcome unknown.
+    pub fn refer_pending(&self) -> bool {
+        matches!(
+            self.phase,
+            ReferPhase::Sent { .. } | ReferPhase::Accepted { .. }
+        )
+    }
+
+    /// Whether the carrier answered the REFER with 2xx and has not failed it.
+    pub fn refer_accepted(&self) -> bool {
+        matches!(self.phase, ReferPhase::Accepted { .. })
+    }
+
+    pub fn refer_tried(&self) -> bool {
+        self.phase != ReferPhase::NotTried
+    }
+
+    fn fall_back(&mut self) -> Option<TransferStep> {
+        self.phase = ReferPhase::Over;
+        Some(TransferStep::Bridge)
+    }
+}
+
+/// The status code of a `message/sipfrag` body (`SIP/2.0 200 OK`), as a
+/// NOTIFY about a REFER carries it. `None` for anything else.
+pub fn sipfrag_status(body: &str) -> Option<u16> {
+    let line = body.trim_start().lines().next()?;
+    let mut words = line.split_whitespace();
+    let version = words.next()?;
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return None;
+    }
+    let code: u16 = words.next()?.parse().ok()?;
+    (100..700).contains(&code).then_some(code)
+}
+
+// ---------------------------------------------------------------------------
+// Session timers (RFC 4028)
+
+/// Who sends the session refreshes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresher {
+    Uac,
+    Uas,
+}
+
+impl Refresher {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refresher::Uac => "uac",
+            Refresher::Uas => "uas",
+        }
+    }
+}
+
+/// The session timer agreed for one dialog. We are always the UAS of an
+/// inbound call; `refresher` says whether the caller (uac) or we (uas)
+/// refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimer {
+    pub interval: Duration,
+    pub refresher: Refresher,
+    /// Our role in the dialog: `Uas` for inbound calls, `Uac` for outbound.
+    pub we_are: Refresher,
+}
+
+impl SessionTimer {
+    /// Whether we send the refreshes.
+    pub fn we_refresh(&self) -> bool {
+        self.refresher == self.we_are
+    }
+
+    /// How long after a refresh (or the 2xx) the timer fires: our next
+    /// refresh at half the interval, or — when the peer refreshes — the
+    /// expiry at the interval minus min(32 s, interval / 3) (RFC 4028 §10,
+    /// so a refresh that is still in flight is not cut off).
+    pub fn next_wait(&self) -> Duration {
+        if self.we_refresh() {
+            self.interval / 2
+        } else {
+            self.interval - (self.interval / 3).min(Duration::from_secs(32))
+        }
+    }
+
+    /// The `Session-Expires` value we send: `1800;refresher=uac`.
+    pub fn header_value(&self) -> String {
+        format!(
+            "{};refresher={}",
+            self.interval.as_secs(),
+            self.refresher.as_str()
+        )
+    }
+
+    /// Whether our 2xx must carry `Require: timer` (the caller refreshes,
+    /// RFC 4028 §9).
+    pub fn requires_timer(&self) -> bool {
+        self.refresher == Refresher::Uac
+    }
+}
+
+/// What to do with an incoming INVITE's session timer request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionTimerVerdict {
+    /// The INVITE asks for no session timer; run none.
+    None,
+    /// Run this timer; put its Session-Expires in the 2xx.
+    Use(SessionTimer),
+    /// Reply 422 Session Interval Too Small with `Min-SE: min_se`.
+    TooSmall { min_se: Duration },
+}
+
+/// RFC 4028 §9 for a UAS: `session_expires` is the INVITE's
+/// `Session-Expires` value (`1800;refresher=uac`), `uac_supports_timer`
+/// whether its `Supported` lists `timer`, and `min_se` the smallest interval
+/// we accept (90 s in production; the floor of RFC 4028). An interval below
+/// it gets 422; without a `refresher` parameter the caller refreshes when it
+/// supports timers, else we do. A value that does not parse is ignored (no
+/// timer), never a reason to fail a call.
+pub fn negotiate_session_timer(
+    session_expires: Option<&str>,
+    uac_supports_timer: bool,
+    min_se: Duration,
+) -> SessionTimerVerdict {
+    let Some(value) = session_expires else {
+        return SessionTimerVerdict::None;
+    };
+    let mut parts = value.split(';');
+    let Some(interval) = parts
+        .next()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .map(|secs| Duration::from_secs(u64::from(secs)))
+    else {
+        return SessionTimerVerdict::None;
+    };
+    if interval < min_se {
+        return SessionTimerVerdict::TooSmall { min_se };
+    }
+    let asked = parts.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("refresher") {
+            return None;
+        }
+        match v.trim().to_ascii_lowercase().as_str() {
+            "uac" => Some(Refresher::Uac),
+            "uas" => Some(Refresher::Uas),
+            _ => None,
+        }
+    });
+    let refresher = match asked {
+        // A caller without timer support cannot be asked to refresh.
+        Some(Refresher::Uac) | None if uac_supports_timer => Refresher::Uac,
+        _ => Refresher::Uas,
+    };
+    SessionTimerVerdict::Use(SessionTimer {
+        interval,
+        refresher,
+        we_are: Refresher::Uas,
+    })
+}
+
+/// Whether a `Supported`/`Require` header value lists `timer`.
+pub fn lists_timer(value: &str) -> bool {
+    value
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("timer"))
 }
 
 /// When to REGISTER a trunk that asks for it (`register = true`), and what
@@ -792,14 +1189,15 @@ mod tests {
         let mut leg = CallLeg::new(Direction::Inbound, LegTimers::default(), t0);
         leg.handle_input(LegInput::Sip(t0, SipEvent::Answered));
         leg.handle_input(LegInput::Sip(t0, SipEvent::Ack));
-        leg.handle_input(LegInput::Command(t0, LegCommand::TransferStarted));
+        leg.handle_input(LegInput::Command(t0, LegCommand::Transfer { refer: false }));
+        assert_eq!(drain(&mut leg).last(), Some(&LegOutput::DialTransfer));
         leg.handle_input(LegInput::Command(t0, LegCommand::TransferFailed));
         assert_eq!(
             leg.state(),
             LegState::Confirmed,
             "a failed transfer leaves the call"
         );
-        leg.handle_input(LegInput::Command(t0, LegCommand::TransferStarted));
+        leg.handle_input(LegInput::Command(t0, LegCommand::Transfer { refer: false }));
         leg.handle_input(LegInput::Command(t0, LegCommand::TransferBridged));
         leg.handle_input(LegInput::Sip(t0, SipEvent::RemoteBye));
         assert_eq!(
@@ -891,21 +1289,241 @@ mod tests {
 
     #[test]
     fn transfer_falls_back_from_refer_to_bridge_to_failed() {
-        let mut plan = TransferPlan::new(true);
-        assert_eq!(plan.first_step(), TransferStep::Refer);
-        assert_eq!(plan.handle_refer_result(403), TransferStep::Bridge);
+        let t0 = Instant::now();
+        let mut plan = TransferPlan::new(true, Duration::from_secs(45));
+        assert_eq!(plan.start(t0), TransferStep::Refer);
+        assert_eq!(plan.handle_refer_response(403), Some(TransferStep::Bridge));
+        assert!(!plan.refer_pending());
         assert_eq!(
             plan.handle_bridge_result(Err(TransferFailure::Busy)),
             TransferStep::Done(TransferResult::Failed(TransferFailure::Busy))
         );
-        let mut plan = TransferPlan::new(false);
-        assert_eq!(plan.first_step(), TransferStep::Bridge);
-        assert!(!plan.refer_tried());
-        let mut plan = TransferPlan::new(true);
-        plan.first_step();
+        let mut plan = TransferPlan::new(false, Duration::from_secs(45));
+        assert_eq!(plan.start(t0), TransferStep::Bridge);
+        assert_eq!(plan.next_timeout(), None);
+        let mut plan = TransferPlan::new(true, Duration::from_secs(45));
+        plan.start(t0);
         assert_eq!(
-            plan.handle_refer_result(202),
-            TransferStep::Done(TransferResult::Referred)
+            plan.handle_refer_response(202),
+            None,
+            "202 waits for NOTIFY"
+        );
+        assert_eq!(plan.handle_notify(100), None, "progress");
+        assert_eq!(
+            plan.handle_notify(200),
+            Some(TransferStep::Done(TransferResult::Referred))
+        );
+        assert_eq!(plan.handle_notify(503), None, "nothing after the outcome");
+    }
+
+    /// A leg answered and confirmed at `t0`.
+    fn confirmed(t0: Instant) -> CallLeg {
+        let mut leg = CallLeg::new(Direction::Inbound, LegTimers::default(), t0);
+        leg.handle_input(LegInput::Sip(t0, SipEvent::Answered));
+        leg.handle_input(LegInput::Sip(t0, SipEvent::Ack));
+        drain(&mut leg);
+        leg
+    }
+
+    fn refer(leg: &mut CallLeg, now: Instant) {
+        leg.handle_input(LegInput::Command(now, LegCommand::Transfer { refer: true }));
+        assert_eq!(drain(leg), vec![LegOutput::SendRefer]);
+    }
+
+    #[test]
+    fn refer_with_202_and_notify_200_ends_our_leg_as_transferred() {
+        let t0 = Instant::now();
+        let mut leg = confirmed(t0);
+        refer(&mut leg, t0);
+        assert!(leg.refer_pending());
+        leg.handle_input(LegInput::Sip(t0, SipEvent::ReferAnswered(202)));
+        leg.handle_input(LegInput::Sip(t0, SipEvent::ReferNotify(100)));
+        assert!(drain(&mut leg).is_empty(), "still waiting for the outcome");
+        leg.handle_input(LegInput::Sip(t0, SipEvent::ReferNotify(200)));
+        let out = drain(&mut leg);
+        assert_eq!(&out[..2], &[LegOutput::Referred, LegOutput::SendBye]);
+        assert_eq!(
+            ended(&out),
+            Some((Outcome::LiveTransfer, "transferred by REFER".into()))
+        );
+    }
+
+    #[test]
+    fn bye_after_an_accepted_refer_is_the_carrier_releasing_us() {
+        let t0 = Instant::now();
+        let mut leg = confirmed(t0);
+        refer(&mut leg, t0);
+        leg.handle_input(LegInput::Sip(t0, SipEvent::ReferAnswered(202)));
+        leg.handle_input(LegInput::Sip(t0, SipEvent::RemoteBye));
+        let out = drain(&mut leg);
+        assert_eq!(out[0], LegOutput::Referred);
+        assert!(!out.contains(&LegOutput::SendBye), "no BYE back to a BYE");
+        assert_eq!(
+            ended(&out).map(|e| e.1),
+            Some("transferred by REFER".into())
+        );
+    }
+
+    #[test]
+    fn refused_refer_falls_back_to_the_bridge() {
+        let t0 = Instant::now();
+        for code in [403, 405, 501, 603] {
+            let mut leg = confirmed(t0);
+            refer(&mut leg, t0);
+            leg.handle_input(LegInput::Sip(t0, SipEvent::ReferAnswered(code)));
+            assert_eq!(drain(&mut leg), vec![LegOutput::DialTransfer], "{code}");
+            assert_eq!(leg.state(), LegState::Transferring);
+            leg.handle_input(LegInput::Command(t0, LegCommand::TransferBridged));
+            assert_eq!(leg.state(), LegState::Bridged);
+        }
+        // Accepted, then the carrier's own attempt fails: bridge.
+        let mut leg = confirmed(t0);
+        refer(&mut leg, t0);
+        leg.handle_input(LegInput::Sip(t0, SipEvent::ReferAnswered(202)));
+        leg.handle_input(LegInput::Sip(t0, SipEvent::ReferNotify(486)));
+        assert_eq!(drain(&mut leg), vec![LegOutput::DialTransfer]);
+        // No final response at all: bridge.
+        let mut leg = confirmed(t0);
+        refer(&mut leg, t0);
+        leg.handle_input(LegInput::Sip(t0, SipEvent::ReferFailed("timeout".into())));
+        assert_eq!(drain(&mut leg), vec![LegOutput::DialTransfer]);
+        // And a failed bridge leaves the call with the engine.
+        leg.handle_input(LegInput::Command(t0, LegCommand::TransferFailed));
+        assert_eq!(leg.state(), LegState::Confirmed);
+        assert!(drain(&mut leg).is_empty());
+    }
+
+    #[test]
+    fn refer_without_a_final_notify_falls_back_when_the_timeout_passes() {
+        let t0 = Instant::now();
+        let mut leg = confirmed(t0);
+        refer(&mut leg, t0);
+        leg.handle_input(LegInput::Sip(t0, SipEvent::ReferAnswered(202)));
+        let deadline = leg.next_timeout().expect("refer timeout armed");
+        assert_eq!(deadline - t0, LegTimers::default().refer);
+        leg.handle_input(LegInput::Timeout(deadline - Duration::from_secs(1)));
+        assert!(drain(&mut leg).is_empty());
+        leg.handle_input(LegInput::Timeout(deadline));
+        assert_eq!(drain(&mut leg), vec![LegOutput::DialTransfer]);
+        assert_eq!(leg.next_timeout(), None);
+        leg.handle_input(LegInput::Sip(deadline, SipEvent::ReferNotify(200)));
+        assert!(drain(&mut leg).is_empty(), "a late NOTIFY changes nothing");
+    }
+
+    #[test]
+    fn sipfrag_status_lines_are_read() {
+        assert_eq!(sipfrag_status("SIP/2.0 200 OK\r\n"), Some(200));
+        assert_eq!(sipfrag_status("  SIP/2.0 100 Trying"), Some(100));
+        assert_eq!(sipfrag_status("sip/2.0 603 Declined"), Some(603));
+        assert_eq!(sipfrag_status("HTTP/1.1 200 OK"), None);
+        assert_eq!(sipfrag_status("SIP/2.0 9999 x"), None);
+        assert_eq!(sipfrag_status(""), None);
+    }
+
+    #[test]
+    fn session_timer_negotiation_follows_rfc_4028() {
+        let min = Duration::from_secs(90);
+        let n = |se: Option<&str>, supported| negotiate_session_timer(se, supported, min);
+        assert_eq!(n(None, true), SessionTimerVerdict::None);
+        assert_eq!(n(Some("garbage"), true), SessionTimerVerdict::None);
+        assert_eq!(
+            n(Some("60;refresher=uac"), true),
+            SessionTimerVerdict::TooSmall { min_se: min }
+        );
+        let timer = |secs, refresher| {
+            SessionTimerVerdict::Use(SessionTimer {
+                interval: Duration::from_secs(secs),
+                refresher,
+                we_are: Refresher::Uas,
+            })
+        };
+        assert_eq!(n(Some("90"), true), timer(90, Refresher::Uac));
+        assert_eq!(n(Some("1800"), false), timer(1800, Refresher::Uas));
+        assert_eq!(
+            n(Some("1800;refresher=uac"), false),
+            timer(1800, Refresher::Uas),
+            "a caller without timer support cannot refresh"
+        );
+        assert_eq!(
+            n(Some("600; refresher=UAS"), true),
+            timer(600, Refresher::Uas)
+        );
+        let SessionTimerVerdict::Use(t) = n(Some("90"), true) else {
+            panic!("a timer")
+        };
+        assert_eq!(t.header_value(), "90;refresher=uac");
+        assert!(t.requires_timer());
+        assert!(lists_timer("100rel, Timer"));
+        assert!(!lists_timer("100rel"));
+    }
+
+    fn timed_leg(t0: Instant, refresher: Refresher) -> CallLeg {
+        let mut leg = CallLeg::new(Direction::Inbound, LegTimers::default(), t0);
+        leg.set_session_timer(SessionTimer {
+            interval: Duration::from_secs(90),
+            refresher,
+            we_are: Refresher::Uas,
+        });
+        leg.handle_input(LegInput::Sip(t0, SipEvent::Answered));
+        leg.handle_input(LegInput::Sip(t0, SipEvent::Ack));
+        drain(&mut leg);
+        leg
+    }
+
+    #[test]
+    fn caller_refreshes_keep_the_call_and_a_missing_one_ends_it() {
+        let t0 = Instant::now();
+        let mut leg = timed_leg(t0, Refresher::Uac);
+        // 90 s interval: BYE at 90 − min(32, 30) = 60 s without a refresh.
+        assert_eq!(leg.next_timeout(), Some(t0 + Duration::from_secs(60)));
+        let t1 = t0 + Duration::from_secs(45);
+        leg.handle_input(LegInput::Sip(t1, SipEvent::SessionRefreshed(None)));
+        assert_eq!(leg.next_timeout(), Some(t1 + Duration::from_secs(60)));
+        leg.handle_input(LegInput::Timeout(t0 + Duration::from_secs(60)));
+        assert!(drain(&mut leg).is_empty(), "the refresh moved the deadline");
+        leg.handle_input(LegInput::Timeout(t1 + Duration::from_secs(60)));
+        let out = drain(&mut leg);
+        assert_eq!(out[0], LegOutput::SendBye);
+        assert_eq!(
+            ended(&out),
+            Some((Outcome::Resolved, "session timer expired".into()))
+        );
+    }
+
+    #[test]
+    fn we_refresh_at_half_the_interval_and_end_when_a_refresh_fails() {
+        let t0 = Instant::now();
+        let mut leg = timed_leg(t0, Refresher::Uas);
+        let half = t0 + Duration::from_secs(45);
+        assert_eq!(leg.next_timeout(), Some(half));
+        leg.handle_input(LegInput::Timeout(half));
+        assert_eq!(drain(&mut leg), vec![LegOutput::SendRefresh]);
+        leg.handle_input(LegInput::Sip(half, SipEvent::SessionRefreshed(None)));
+        assert_eq!(leg.next_timeout(), Some(half + Duration::from_secs(45)));
+        leg.handle_input(LegInput::Sip(half, SipEvent::RefreshFailed("481".into())));
+        let out = drain(&mut leg);
+        assert_eq!(out[0], LegOutput::SendBye);
+        assert_eq!(
+            ended(&out).map(|e| e.1),
+            Some("session refresh failed: 481".into())
+        );
+        assert_eq!(leg.next_timeout(), None);
+    }
+
+    #[test]
+    fn a_refresh_may_renegotiate_the_interval() {
+        let t0 = Instant::now();
+        let mut leg = timed_leg(t0, Refresher::Uac);
+        let longer = SessionTimer {
+            interval: Duration::from_secs(1800),
+            refresher: Refresher::Uac,
+            we_are: Refresher::Uas,
+        };
+        leg.handle_input(LegInput::Sip(t0, SipEvent::SessionRefreshed(Some(longer))));
+        assert_eq!(leg.session_timer(), Some(longer));
+        assert_eq!(
+            leg.next_timeout(),
+            Some(t0 + Duration::from_secs(1800 - 32))
         );
     }
 

@@ -439,6 +439,9 @@ fn start_outbound(
         answer_at: None,
         on_end: Some(on_end),
         bridge_stop: None,
+        transfer: None,
+        sip_events: None,
+        min_se: ctx.cfg.min_session_expires,
     };
     tokio::spawn(driver.run());
     ActiveCall {

@@ -24,8 +24,10 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::call::{ActiveCall, CallControl, CallDriver, CallHandler, CallInfo};
 use crate::control::{
-    self, call_limit, CallLeg, LegTimers, RouteRefusal, StrangerLimiter, TrunkRule, TrunkVerdict,
+    self, call_limit, CallLeg, LegTimers, RouteRefusal, StrangerLimiter, TrunkVerdict,
 };
+use crate::directory::Directory;
+use crate::register::TrunkReload;
 use crate::rtp::{MediaEngine, RtpError};
 use crate::{sip, SipConfig, TelephonyError};
 
@@ -160,13 +162,16 @@ pub(crate) struct Ctx {
     pub(crate) cfg: SipConfig,
     pub(crate) engine: MediaEngine,
     pub(crate) handler: Option<Arc<dyn CallHandler>>,
+    /// Trunks and number routes for admission, re-read at most once per
+    /// `cfg.directory_ttl`.
+    pub(crate) directory: Directory,
     agent_calls: Mutex<HashMap<AgentId, u32>>,
     limiter: Mutex<StrangerLimiter>,
     nonce_secret: u64,
     accepting: AtomicBool,
     pub(crate) live: Mutex<HashMap<SessionId, CallControl>>,
-    /// Trunks with a running REGISTER keeper.
-    pub(crate) registering: Mutex<std::collections::HashSet<TrunkId>>,
+    /// The running REGISTER keepers, by trunk.
+    pub(crate) registering: Mutex<HashMap<TrunkId, crate::register::Keeper>>,
 }
 
 impl Ctx {
@@ -184,6 +189,7 @@ impl Ctx {
             h.finish()
         };
         Self {
+            directory: Directory::new(cfg.directory_ttl),
             stack,
             store,
             cfg,
@@ -194,7 +200,7 @@ impl Ctx {
             nonce_secret,
             accepting: AtomicBool::new(true),
             live: Mutex::new(HashMap::new()),
-            registering: Mutex::new(std::collections::HashSet::new()),
+            registering: Mutex::new(HashMap::new()),
         }
     }
 
@@ -202,6 +208,7 @@ impl Ctx {
         LegTimers {
             t1: self.cfg.t1,
             no_answer: self.cfg.no_answer_timeout,
+            refer: self.cfg.refer_timeout,
         }
     }
 
@@ -296,18 +303,37 @@ impl Telephony {
         tokio::spawn(serve(ctx.clone(), incoming));
         // A store hiccup must not keep us from answering calls; the
         // operator can retry with `register_trunks`.
-        if let Err(error) = crate::register::register_trunks(&ctx).await {
+        if let Err(error) = crate::register::reconcile(&ctx).await {
             warn!(%error, "could not start trunk registrations");
         }
         Ok(Telephony { ctx })
     }
 
-    /// Starts REGISTERing every trunk with `register = true` that is not
-    /// registering yet (trunks added after start); returns how many started.
-    /// Each refreshes at 75 % of the granted expiry and backs off on
-    /// failure; the log says why a registration fails.
+    /// Brings trunk registrations in line with the store after trunks were
+    /// added, changed or removed at run time: starts REGISTERing every trunk
+    /// with `register = true` that is not registering yet, stops (and
+    /// unregisters) trunks that were removed or no longer register, and
+    /// restarts those whose host, port, transport or credentials changed.
+    /// Idempotent; cheap to call after every trunk change. Each keeper
+    /// refreshes at 75 % of the granted expiry and backs off on failure;
+    /// the log says why a registration fails. Inbound admission sees the
+    /// change from the next INVITE on (it would within
+    /// [`SipConfig::directory_ttl`] anyway); transfers read trunks per call.
+    pub async fn reload_trunks(&self) -> Result<TrunkReload, TelephonyError> {
+        self.ctx.directory.invalidate();
+        crate::register::reconcile(&self.ctx).await
+    }
+
+    /// Makes the next INVITE read trunks, numbers and agents from the store
+    /// instead of waiting out [`SipConfig::directory_ttl`]: call it after
+    /// a number is bound, moved or deleted, or an agent changed.
+    pub fn reload_routing(&self) {
+        self.ctx.directory.invalidate();
+    }
+
+    /// As [`Telephony::reload_trunks`]; returns how many keepers started.
     pub async fn register_trunks(&self) -> Result<usize, TelephonyError> {
-        crate::register::register_trunks(&self.ctx).await
+        Ok(self.reload_trunks().await?.started)
     }
 
     /// The address SIP listens on (UDP and TCP share the port).
@@ -450,7 +476,12 @@ enum Refusal {
 async fn inbound_invite(ctx: Arc<Ctx>, mut tx: Transaction) {
     let now = Instant::now();
     let admitted = admit(&ctx, &tx, now).await;
-    let (trunk, agent, slot) = match admitted {
+    let Admitted {
+        trunk,
+        agent,
+        slot,
+        called,
+    } = match admitted {
         Ok(a) => a,
         Err(Refusal::Drop) => return,
         Err(Refusal::Challenge) => {
@@ -466,6 +497,24 @@ async fn inbound_invite(ctx: Arc<Ctx>, mut tx: Transaction) {
             return;
         }
     };
+    // RFC 4028: a session timer the caller asks for, or 422 when its
+    // interval is below our Min-SE (before any session row exists).
+    let session_timer = match control::negotiate_session_timer(
+        sip::header_value(&tx.original, "Session-Expires").as_deref(),
+        sip::header_value(&tx.original, "Supported").is_some_and(|v| control::lists_timer(&v)),
+        ctx.cfg.min_session_expires,
+    ) {
+        control::SessionTimerVerdict::TooSmall { min_se } => {
+            info!(min_se = min_se.as_secs(), "session interval too small: 422");
+            let min_se = rsipstack::sip::Header::MinSE(min_se.as_secs().to_string().into());
+            tx.reply_with(StatusCode::SessionIntervalTooSmall, vec![min_se], None)
+                .await
+                .ok();
+            return;
+        }
+        control::SessionTimerVerdict::Use(timer) => Some(timer),
+        control::SessionTimerVerdict::None => None,
+    };
     tx.send_trying().await.ok();
 
     // The caller: E.164 where the network gave one, else the SIP identity.
@@ -475,11 +524,6 @@ async fn inbound_invite(ctx: Arc<Ctx>, mut tx: Transaction) {
         .as_ref()
         .map(E164::to_string)
         .unwrap_or_else(|| sip::from_identity(&tx.original));
-    let called = control::called_number(
-        sip::request_user(&tx.original).as_deref(),
-        sip::to_user(&tx.original).as_deref(),
-        ctx.cfg.region,
-    );
     let Some(store) = ctx.store.clone() else {
         tx.reply(StatusCode::ServiceUnavailable).await.ok();
         return;
@@ -518,7 +562,7 @@ async fn inbound_invite(ctx: Arc<Ctx>, mut tx: Transaction) {
             agent_id: Some(agent.id),
             direction: Direction::Inbound,
             from,
-            to: called.as_ref().map(E164::to_string).unwrap_or_default(),
+            to: called.to_string(),
             contact_id: contact.as_ref().map(|c| c.id),
             started_at,
         })
@@ -575,6 +619,9 @@ async fn inbound_invite(ctx: Arc<Ctx>, mut tx: Transaction) {
     let (control, commands, ended_tx) = CallControl::new(session.id);
     ctx.track(&control);
     let mut leg = CallLeg::new(Direction::Inbound, ctx.leg_timers(), now);
+    if let Some(timer) = session_timer {
+        leg.set_session_timer(timer);
+    }
     let mut answer_at = Some(Instant::now() + ctx.cfg.answer_delay);
     if ctx.cfg.ringing {
         if dialog.ringing(None, None).is_ok() {
@@ -621,17 +668,25 @@ async fn inbound_invite(ctx: Arc<Ctx>, mut tx: Transaction) {
         answer_at,
         on_end: Some(Box::new(untrack)),
         bridge_stop: None,
+        transfer: None,
+        sip_events: None,
+        min_se: ctx.cfg.min_session_expires,
     };
     driver.run().instrument(span).await;
 }
 
-/// Trunk authentication and routing. Returns the trunk, the agent and the
-/// agent's call slot, or why the INVITE is refused.
-async fn admit(
-    ctx: &Arc<Ctx>,
-    tx: &Transaction,
-    now: Instant,
-) -> Result<(TrunkId, switchboard_model::Agent, SlotGuard), Refusal> {
+/// An INVITE that may come in.
+struct Admitted {
+    trunk: TrunkId,
+    agent: switchboard_model::Agent,
+    /// The agent's call slot, held until the call ends.
+    slot: SlotGuard,
+    /// The called number the call was routed by.
+    called: E164,
+}
+
+/// Trunk authentication and routing, or why the INVITE is refused.
+async fn admit(ctx: &Arc<Ctx>, tx: &Transaction, now: Instant) -> Result<Admitted, Refusal> {
     let Some(store) = ctx.store.as_ref() else {
         return Err(Refusal::Reply(StatusCode::ServiceUnavailable, "no store"));
     };
@@ -649,21 +704,10 @@ async fn admit(
     let Some(source) = sip::source_ip(req) else {
         return Err(Refusal::Reply(StatusCode::BadRequest, "no usable Via"));
     };
-    let trunks = store.list_trunks().await.map_err(|e| {
+    let rules = ctx.directory.trunks(store, now).await.map_err(|e| {
         warn!(error = %e, "cannot list trunks");
         Refusal::Reply(StatusCode::ServiceUnavailable, "store unavailable")
     })?;
-    let rules: Vec<TrunkRule> = trunks
-        .iter()
-        .map(|t| TrunkRule {
-            id: t.id,
-            allowed_cidrs: t.allowed_cidrs.clone(),
-            digest_username: t
-                .inbound_username
-                .clone()
-                .filter(|_| t.inbound_password_set),
-        })
-        .collect();
     let auth = sip::authorization(req);
     // Fetch the password only for trunks whose username the request claims.
     let claimed = auth.as_deref().and_then(sip::authorization_user);
@@ -710,7 +754,7 @@ async fn admit(
     let Some(called) = called else {
         return Err(unknown);
     };
-    let agent = match store.agent_for_number(&called).await {
+    let agent = match ctx.directory.agent_for_number(store, &called, now).await {
         Ok(Some(agent)) => agent,
         Ok(None) => return Err(unknown),
         Err(e) => {
@@ -728,5 +772,10 @@ async fn admit(
             "agent at its concurrent-call limit",
         ));
     };
-    Ok((trunk, agent, slot))
+    Ok(Admitted {
+        trunk,
+        agent,
+        slot,
+        called,
+    })
 }

@@ -142,6 +142,18 @@ pub(crate) fn digest_ok(
         && verify_digest(&auth, password, &req.method, raw)
 }
 
+/// The values of every `name` header (compact forms included, as the
+/// parser maps them), joined with ", "; `None` when there is none.
+pub(crate) fn header_value(req: &Request, name: &str) -> Option<String> {
+    let values: Vec<&str> = req
+        .headers
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case(name))
+        .map(|h| h.value())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
 pub(crate) fn sdp_header() -> Header {
     Header::ContentType("application/sdp".into())
 }

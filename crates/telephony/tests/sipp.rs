@@ -14,15 +14,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use switchboard_model::{
     Agent, AgentInput, ContactInput, Direction, Outcome, Region, Session, SessionStatus,
-    TrunkInput, E164,
+    TrunkInput, TrunkTransfer, E164,
 };
 use switchboard_rtp::{MediaConfig, MediaEvent, PortRange};
 use switchboard_store::{testing::sqlite_store, SessionFilter, Store};
 use switchboard_telephony::{
     dial_uri, ActiveCall, CallHandler, DialUriOptions, SipConfig, Telephony, TransferFailure,
-    TransferOptions, TransferOutcome,
+    TransferOptions, TransferOutcome, TrunkReload,
 };
 use tokio::sync::mpsc;
+
+mod common;
 
 const NUMBER: &str = "+14155550100";
 const SERVICE: &str = "14155550100";
@@ -179,6 +181,15 @@ fn scenario(name: &str) -> PathBuf {
 }
 
 async fn harness_with(mode: Mode, tweak: impl FnOnce(&mut SipConfig)) -> Result<Harness> {
+    harness_full(mode, TrunkTransfer::Bridge, tweak).await
+}
+
+/// As [`harness_with`], with the loopback trunk's transfer method.
+async fn harness_full(
+    mode: Mode,
+    transfer: TrunkTransfer,
+    tweak: impl FnOnce(&mut SipConfig),
+) -> Result<Harness> {
     let dir = tempfile::tempdir()?;
     let store = sqlite_store(dir.path()).await?;
     let agent = store
@@ -199,6 +210,7 @@ async fn harness_with(mode: Mode, tweak: impl FnOnce(&mut SipConfig)) -> Result<
                 name: "local".into(),
                 host: "127.0.0.1".into(),
                 allowed_cidrs: vec!["127.0.0.0/8".into()],
+                transfer,
                 ..Default::default()
             }
             .validate(Region::default())?,
@@ -498,6 +510,60 @@ async fn digest_only_trunk_challenges_then_accepts_right_credentials() -> Result
     Ok(())
 }
 
+/// Admission keeps trunks for a moment (`directory_ttl`); `reload_trunks`
+/// makes the next INVITE see a replaced trunk at once.
+#[tokio::test]
+async fn trunk_replaced_at_run_time_refuses_the_next_invite_after_reload() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let mut h = harness_with(Mode::Listen, |c| {
+        c.directory_ttl = Duration::from_secs(3600)
+    })
+    .await?;
+    sipp("uac_caller_hangup.xml", h.tel.local_addr(), &[]).await?;
+    next_report(&mut h).await?;
+    let local = h.store.find_trunk("local").await?;
+    h.store.delete_trunk(local.id).await?;
+    h.store
+        .create_trunk(
+            &TrunkInput {
+                name: "carrier".into(),
+                host: "192.0.2.10".into(),
+                allowed_cidrs: vec!["10.0.0.0/8".into()],
+                ..Default::default()
+            }
+            .validate(Region::default())?,
+        )
+        .await?;
+    h.tel.reload_trunks().await?;
+    sipp("uac_expect_403.xml", h.tel.local_addr(), &[]).await?;
+    assert_eq!(
+        sessions(&h.store).await?.len(),
+        1,
+        "the refused INVITE made no session"
+    );
+    Ok(())
+}
+
+/// A number unbound at run time stops routing once the directory's TTL
+/// has passed, without any reload.
+#[tokio::test]
+async fn number_deleted_at_run_time_gets_404_after_the_directory_ttl() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let ttl = Duration::from_millis(200);
+    let mut h = harness_with(Mode::Listen, |c| c.directory_ttl = ttl).await?;
+    sipp("uac_caller_hangup.xml", h.tel.local_addr(), &[]).await?;
+    next_report(&mut h).await?;
+    h.store.delete_number(&E164::parse_strict(NUMBER)?).await?;
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    sipp("uac_expect_404.xml", h.tel.local_addr(), &[]).await?;
+    assert_eq!(sessions(&h.store).await?.len(), 1, "no session for the 404");
+    Ok(())
+}
+
 #[tokio::test]
 async fn unknown_number_gets_404() -> Result<()> {
     if !sipp_available() {
@@ -699,6 +765,11 @@ async fn failed_transfer_leaves_the_call_with_the_engine() -> Result<()> {
 
 /// Starts sipp as a UAS on a free port; returns the child and the port.
 fn sipp_uas(scenario_name: &str) -> Result<(tokio::process::Child, u16)> {
+    sipp_uas_with(scenario_name, &[])
+}
+
+/// As [`sipp_uas`], with extra sipp arguments (e.g. `-rtp_echo`).
+fn sipp_uas_with(scenario_name: &str, extra: &[&str]) -> Result<(tokio::process::Child, u16)> {
     let port = free_udp_port();
     let media_port = free_media_port();
     let child = tokio::process::Command::new("sipp")
@@ -720,6 +791,7 @@ fn sipp_uas(scenario_name: &str) -> Result<(tokio::process::Child, u16)> {
             "-timeout_error",
             "-nostdin",
         ])
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -804,6 +876,47 @@ async fn trunk_registers_with_digest_and_refreshes_before_expiry() -> Result<()>
     assert_eq!(h.tel.register_trunks().await?, 1);
     assert_eq!(h.tel.register_trunks().await?, 0, "one keeper per trunk");
     uas_finished(child).await
+}
+
+/// Trunks added and removed at run time: `reload_trunks` starts a keeper
+/// for a new registering trunk, stops the keeper of a removed one, and
+/// changes nothing when called again. (Nobody listens on the registrar's
+/// port; the keepers back off meanwhile.)
+#[tokio::test]
+async fn reload_trunks_follows_trunks_added_and_removed_at_run_time() -> Result<()> {
+    let h = harness(Mode::Listen).await?;
+    let port = free_udp_port();
+    let spec = |name: &str| {
+        TrunkInput {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            allowed_cidrs: vec!["127.0.0.1".into()],
+            outbound_username: Some("trunkuser".into()),
+            outbound_password: Some("trunkpw".into()),
+            register: true,
+            ..Default::default()
+        }
+        .validate(Region::default())
+    };
+    let first = h.store.create_trunk(&spec("first")?).await?;
+    let started = TrunkReload {
+        started: 1,
+        stopped: 0,
+    };
+    assert_eq!(h.tel.reload_trunks().await?, started);
+    assert_eq!(h.tel.reload_trunks().await?, TrunkReload::default());
+    h.store.delete_trunk(first.id).await?;
+    h.store.create_trunk(&spec("second")?).await?;
+    assert_eq!(
+        h.tel.reload_trunks().await?,
+        TrunkReload {
+            started: 1,
+            stopped: 1
+        }
+    );
+    assert_eq!(h.tel.reload_trunks().await?, TrunkReload::default());
+    Ok(())
 }
 
 #[tokio::test]
@@ -945,5 +1058,292 @@ async fn measure_500_calls_at_100_per_second() -> Result<()> {
     let s = ended_sessions(&h.store, 500).await?;
     eprintln!("500 calls at 100 cps took {:?}", started.elapsed());
     assert!(s.iter().all(|s| s.answered_at.is_some()));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Blind transfer by REFER (trunk `transfer = refer`)
+
+/// A carrier that honours REFER: 202, NOTIFY `SIP/2.0 200 OK`; we hang up
+/// our leg and the session ends as a live transfer "transferred by REFER".
+/// The scenario checks Refer-To (the number on the trunk) and Referred-By.
+#[tokio::test]
+async fn refer_accepted_by_the_carrier_ends_our_leg_as_transferred() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let mut h = harness_full(
+        Mode::Transfer("+14155550123".into()),
+        TrunkTransfer::Refer,
+        |_| {},
+    )
+    .await?;
+    sipp("uac_refer_accepted.xml", h.tel.local_addr(), &[]).await?;
+    let report = next_report(&mut h).await?;
+    assert_eq!(report.transfer, Some(TransferOutcome::Referred));
+    assert_eq!(report.ended.as_deref(), Some("transferred by REFER"));
+    let s = ended_sessions(&h.store, 1).await?;
+    assert_eq!(s[0].outcome, Some(Outcome::LiveTransfer));
+    assert_eq!(s[0].end_reason.as_deref(), Some("transferred by REFER"));
+    Ok(())
+}
+
+/// A second server that answers as the transfer target and hangs up after
+/// `after`; returns it and its SIP URI.
+async fn bridge_target(after: Duration) -> Result<(Harness, String)> {
+    let target = harness(Mode::HangupAfter(after)).await?;
+    let uri = format!("sip:{NUMBER}@{}", target.tel.local_addr());
+    Ok((target, uri))
+}
+
+async fn refused_refer_falls_back_to_the_bridge(scenario_name: &str) -> Result<()> {
+    let (mut target, uri) = bridge_target(Duration::from_millis(800)).await?;
+    let mut h = harness_full(Mode::Transfer(uri), TrunkTransfer::Refer, |_| {}).await?;
+    sipp(scenario_name, h.tel.local_addr(), &[]).await?;
+    let report = next_report(&mut h).await?;
+    assert_eq!(report.transfer, Some(TransferOutcome::Bridged));
+    assert_eq!(report.ended.as_deref(), Some("transfer target hung up"));
+    let s = ended_sessions(&h.store, 1).await?;
+    assert_eq!(s[0].outcome, Some(Outcome::LiveTransfer));
+    assert_eq!(
+        next_report(&mut target).await?.ended.as_deref(),
+        Some("agent hung up"),
+        "the bridge really reached the target"
+    );
+    Ok(())
+}
+
+/// 603 to our REFER: we dial the target ourselves and bridge.
+#[tokio::test]
+async fn refer_declined_by_the_carrier_falls_back_to_a_bridge() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    refused_refer_falls_back_to_the_bridge("uac_refer_declined.xml").await
+}
+
+/// 202, then the carrier's attempt fails (NOTIFY `SIP/2.0 486 Busy Here`):
+/// we bridge.
+#[tokio::test]
+async fn refer_whose_notify_reports_failure_falls_back_to_a_bridge() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    refused_refer_falls_back_to_the_bridge("uac_refer_notify_busy.xml").await
+}
+
+// ---------------------------------------------------------------------------
+// Session timers (RFC 4028)
+
+/// Session-Expires: 90 with the caller refreshing: the 200 and the answer
+/// to the refresh re-INVITE carry Session-Expires and Require: timer (the
+/// scenario checks both); the call goes on until the caller hangs up.
+#[tokio::test]
+async fn session_timer_is_granted_and_a_refresh_reinvite_is_answered() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let mut h = harness(Mode::Listen).await?;
+    sipp("uac_session_timer_refresh.xml", h.tel.local_addr(), &[]).await?;
+    let report = next_report(&mut h).await?;
+    assert_eq!(report.ended.as_deref(), Some("caller hung up"));
+    Ok(())
+}
+
+/// A caller that never refreshes is hung up when the interval runs out.
+/// Min-SE is lowered to 1 s so the 3 s timer expires quickly.
+#[tokio::test]
+async fn caller_that_never_refreshes_is_hung_up_when_the_session_timer_expires() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let mut h = harness_with(Mode::Listen, |c| {
+        c.min_session_expires = Duration::from_secs(1);
+    })
+    .await?;
+    sipp("uac_session_timer_expires.xml", h.tel.local_addr(), &[]).await?;
+    let report = next_report(&mut h).await?;
+    assert_eq!(report.ended.as_deref(), Some("session timer expired"));
+    let s = ended_sessions(&h.store, 1).await?;
+    assert_eq!(s[0].end_reason.as_deref(), Some("session timer expired"));
+    Ok(())
+}
+
+/// A caller that does not support timers (a proxy asked for one): we are
+/// the refresher and send a refresh re-INVITE at half the interval, which
+/// the scenario checks for `refresher=uas` and answers; the call goes on
+/// until the caller hangs up.
+#[tokio::test]
+async fn we_refresh_the_session_when_the_caller_cannot() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let mut h = harness_with(Mode::Listen, |c| {
+        c.min_session_expires = Duration::from_secs(1);
+    })
+    .await?;
+    sipp("uac_session_timer_we_refresh.xml", h.tel.local_addr(), &[]).await?;
+    let report = next_report(&mut h).await?;
+    assert_eq!(report.ended.as_deref(), Some("caller hung up"));
+    Ok(())
+}
+
+/// Session-Expires: 30 is below our Min-SE: 422 with Min-SE: 90, no row.
+#[tokio::test]
+async fn session_interval_below_min_se_gets_422() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let h = harness(Mode::Listen).await?;
+    sipp("uac_session_timer_too_small.xml", h.tel.local_addr(), &[]).await?;
+    assert!(sessions(&h.store).await?.is_empty());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Live transfer to a real rep (a sipp UAS that echoes RTP)
+
+/// What the test caller heard while talking.
+#[derive(Debug, Default)]
+struct Heard {
+    /// Frames louder than -40 dBFS (our own tone, echoed by the rep).
+    loud: u64,
+    packets_in: u64,
+    packets_out: u64,
+}
+
+/// The test caller sends a 1 kHz tone (one frame per frame heard) until it
+/// has heard `enough` loud frames, its call ends, or 20 s pass.
+async fn talk(caller: &mut ActiveCall, enough: u64) -> Heard {
+    let media = caller.media.handle();
+    let ended = caller.control.ended();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut heard = Heard::default();
+    let mut sent = 0u64;
+    while heard.loud < enough && ended.borrow().is_none() {
+        tokio::select! {
+            ev = caller.media.events.recv() => match ev {
+                Some(MediaEvent::Audio(frame)) => {
+                    if switchboard_media::Level::of(&frame).is_above(-40.0) {
+                        heard.loud += 1;
+                    }
+                    if caller.media.audio_out.try_send(common::tone_frame(sent)).is_ok() {
+                        sent += 1;
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            },
+            _ = tokio::time::sleep_until(give_up) => break,
+        }
+    }
+    let stats = media.stats();
+    heard.packets_in = stats.packets_in;
+    heard.packets_out = stats.packets_out;
+    heard
+}
+
+/// The caller's tone crosses the bridge to the rep and comes back (the rep
+/// echoes it), so audio flows both ways; the rep's BYE ends both legs.
+#[tokio::test]
+async fn live_transfer_to_a_rep_carries_audio_both_ways_and_the_reps_bye_ends_both_legs(
+) -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let (rep, port) = sipp_uas_with("uas_rep_hangs_up.xml", &["-rtp_echo"])?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut h = harness(Mode::Transfer(format!("sip:rep@127.0.0.1:{port}"))).await?;
+    let mut caller = call_in(&h).await?;
+    let heard = talk(&mut caller, 50).await;
+    assert!(
+        heard.loud >= 50,
+        "the caller heard its tone back through the rep: {heard:?}"
+    );
+    assert!(
+        heard.packets_out >= 50 && heard.packets_in >= 50,
+        "{heard:?}"
+    );
+    let mut ended = caller.control.ended();
+    tokio::time::timeout(Duration::from_secs(20), ended.wait_for(|e| e.is_some()))
+        .await
+        .context("the rep's BYE did not end the caller's leg")??;
+    assert_eq!(
+        caller.control.ended().borrow().as_deref(),
+        Some("callee hung up")
+    );
+    uas_finished(rep).await?;
+    let report = next_report(&mut h).await?;
+    assert_eq!(report.transfer, Some(TransferOutcome::Bridged));
+    let s = ended_sessions(&h.store, 1).await?;
+    assert_eq!(s[0].outcome, Some(Outcome::LiveTransfer));
+    assert_eq!(s[0].end_reason.as_deref(), Some("transfer target hung up"));
+    Ok(())
+}
+
+/// The caller's BYE ends the rep's leg too.
+#[tokio::test]
+async fn live_transfer_to_a_rep_ends_both_legs_when_the_caller_hangs_up() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let (rep, port) = sipp_uas_with("uas_rep_answers.xml", &["-rtp_echo"])?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut h = harness(Mode::Transfer(format!("sip:rep@127.0.0.1:{port}"))).await?;
+    let mut caller = call_in(&h).await?;
+    let heard = talk(&mut caller, 25).await;
+    assert!(heard.loud >= 25, "bridged with audio: {heard:?}");
+    caller.control.hangup("caller hung up");
+    uas_finished(rep).await.context("the rep got no BYE")?;
+    let report = next_report(&mut h).await?;
+    assert_eq!(report.transfer, Some(TransferOutcome::Bridged));
+    let s = ended_sessions(&h.store, 1).await?;
+    assert_eq!(s[0].outcome, Some(Outcome::LiveTransfer));
+    assert_eq!(s[0].end_reason.as_deref(), Some("caller hung up"));
+    Ok(())
+}
+
+/// A busy rep (486): the transfer fails with `Busy` and the engine keeps
+/// the caller (the binary turns this into logged escalation).
+#[tokio::test]
+async fn transfer_to_a_busy_rep_fails_and_the_engine_keeps_the_call() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let (rep, port) = sipp_uas("uas_busy.xml")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut h = harness(Mode::Transfer(format!("sip:rep@127.0.0.1:{port}"))).await?;
+    let _caller = call_in(&h).await?;
+    let report = next_report(&mut h).await?;
+    assert_eq!(
+        report.transfer,
+        Some(TransferOutcome::Failed(TransferFailure::Busy))
+    );
+    assert_eq!(report.ended.as_deref(), Some("agent hung up"));
+    uas_finished(rep).await?;
+    let s = ended_sessions(&h.store, 1).await?;
+    assert_eq!(s[0].outcome, Some(Outcome::Resolved));
+    Ok(())
+}
+
+/// A rep who never answers: CANCEL after the no-answer timeout, `NoAnswer`.
+#[tokio::test]
+async fn transfer_to_a_rep_who_never_answers_fails_with_no_answer() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let (rep, port) = sipp_uas("uas_no_answer.xml")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut h = harness_with(Mode::Transfer(format!("sip:rep@127.0.0.1:{port}")), |c| {
+        c.no_answer_timeout = Duration::from_secs(2);
+    })
+    .await?;
+    let _caller = call_in(&h).await?;
+    let report = next_report(&mut h).await?;
+    assert_eq!(
+        report.transfer,
+        Some(TransferOutcome::Failed(TransferFailure::NoAnswer))
+    );
+    uas_finished(rep).await?;
     Ok(())
 }

@@ -488,6 +488,7 @@ impl AgentForm {
             }),
             time_zone: opt(&self.time_zone),
             max_concurrent_calls,
+            tools: None,
         })
     }
 }

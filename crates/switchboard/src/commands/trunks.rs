@@ -114,6 +114,7 @@ fn trunk_input(args: TrunkAddArgs) -> anyhow::Result<TrunkInput> {
         outbound_password,
         register: args.register,
         outbound_caller_id: args.caller_id,
+        transfer: Default::default(),
     })
 }
 
