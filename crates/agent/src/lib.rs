@@ -142,15 +142,18 @@ pub enum TurnEvent {
     },
     /// The brain did not decide in time; the machine handed off itself.
     DecisionTimedOut { handoff: HandoffRequest },
+    /// The machine could not understand the caller (speech recognition
+    /// kept failing, or they spoke another language) and handed off itself.
+    NotUnderstood { handoff: HandoffRequest },
 }
 
 impl TurnEvent {
     /// The handoff the escalation continues, in logged-escalation mode.
     pub fn handoff(&self) -> &HandoffRequest {
         match self {
-            TurnEvent::TransferFailed { handoff, .. } | TurnEvent::DecisionTimedOut { handoff } => {
-                handoff
-            }
+            TurnEvent::TransferFailed { handoff, .. }
+            | TurnEvent::DecisionTimedOut { handoff }
+            | TurnEvent::NotUnderstood { handoff } => handoff,
         }
     }
 }

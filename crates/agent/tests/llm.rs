@@ -91,6 +91,12 @@ async fn opening(
     "open until 17:00"
 }
 
+/// A user tool endpoint that hangs.
+async fn slow() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    "too late"
+}
+
 async fn start(replies: Vec<Reply>) -> (String, Arc<Fake>) {
     let fake = Arc::new(Fake {
         replies: Mutex::new(replies.into()),
@@ -100,6 +106,7 @@ async fn start(replies: Vec<Reply>) -> (String, Arc<Fake>) {
         .route("/v1/chat/completions", post(completions))
         .route("/tools/weather", post(weather))
         .route("/tools/opening", get(opening))
+        .route("/tools/slow", post(slow))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -505,6 +512,51 @@ async fn refused_tool_calls_are_answered_to_the_model() {
     );
     let trace = decision.trace().llm.as_ref().expect("llm trace");
     assert!(trace.tool_calls.iter().all(|t| !t.ok));
+}
+
+#[tokio::test]
+async fn a_hanging_user_tool_times_out_and_the_model_is_told() {
+    let (base, fake) = start(vec![
+        Reply::Sse(tool_calls(&[(
+            "call_s",
+            "check_stock",
+            &["{\"item\": \"floss\"}"],
+        )])),
+        Reply::Sse(content(&["Sorry, I can't check that right now."])),
+    ])
+    .await;
+    let slow = HttpTool::new(
+        "check_stock",
+        "Whether an item is in stock",
+        json!({ "type": "object", "properties": { "item": { "type": "string" } } }),
+        &format!("{base}/tools/slow"),
+        "POST",
+        Duration::from_millis(300),
+    )
+    .expect("valid tool");
+    let mut agent = agent(&base, HandoffMode::LiveTransfer).with_tools(vec![slow]);
+    // The endpoint hangs for 60 s; the tool's 300 ms timeout bounds the turn.
+    let mut call = Conversation::new();
+    let (_, decision) = tokio::time::timeout(
+        Duration::from_secs(30),
+        call.ask(&mut agent, "Do you have floss?"),
+    )
+    .await
+    .expect("the tool timeout ends the turn");
+    assert_eq!(decision.say(), "Sorry, I can't check that right now.");
+    let requests = fake.requests();
+    let messages = requests[1]["messages"].as_array().expect("messages");
+    let tool = messages.last().expect("the tool answer");
+    assert_eq!(tool["role"], "tool");
+    assert!(
+        tool["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("did not answer in time")),
+        "{tool}"
+    );
+    let trace = decision.trace().llm.as_ref().expect("llm trace");
+    assert_eq!(trace.tool_calls.len(), 1);
+    assert!(!trace.tool_calls[0].ok, "the failed tool is traced");
 }
 
 #[tokio::test]

@@ -11,8 +11,10 @@
 //! acts on. Speech recognition and synthesis run outside, driven through
 //! outputs ([`Output::StartStt`], [`Output::Say`], …) and answered with inputs.
 //!
-//! Layout: [`vad`] (energy voice activity detection, replaceable by
-//! webrtc-vad), `machine` ([`Call`] itself), and the vocabulary below.
+//! Layout: [`vad`] (voice activity detection: energy, or libfvad through
+//! `switchboard-fvad`), [`words`] (what a transcript says about turn-taking: an
+//! unfinished phone number, another language), `machine` ([`Call`] itself),
+//! and the vocabulary below.
 //!
 //! Run loop, as a driver writes it:
 //!
@@ -25,7 +27,8 @@
 //!         Output::Say { generation, text } => tts.start(generation, text),
 //!         Output::CancelSpeech { generation } => tts.cancel(generation),
 //!         Output::StartStt => stt.start(/* with ~100 ms pre-roll */),
-//!         Output::FinishStt => stt.finish(),
+//!         Output::FinishStt => stt.finish(),      // keep it until its final
+//!         Output::CancelStt => stt.drop_all(),
 //!         Output::Ask(turn) => brain.start(turn),           // playbook: answer at once
 //!         Output::Handoff(h) if live => telephony.transfer(h),
 //!         Output::Bridged => return,                        // the person has the caller
@@ -45,7 +48,16 @@
 //!
 //! Between [`Output::StartStt`] and [`Output::FinishStt`] the driver streams
 //! every caller frame to the STT; after `FinishStt` the STT answers with a
-//! [`SttEvent::Final`].
+//! [`SttEvent::Final`] (or [`SttEvent::Error`]).
+//!
+//! End of turn works without partials (offline Whisper has none): after
+//! [`Config::end_of_turn`] of silence the machine finishes the STT stream;
+//! when the final transcript [looks unfinished](words::looks_unfinished)
+//! ("my number is 415 555") it does not ask yet but keeps listening until
+//! [`Config::end_of_turn_digits`] of silence. If the caller goes on, a new
+//! STT stream is started for the continuation (possibly while the first one
+//! is still finishing: the driver keeps finishing streams and delivers their
+//! finals in order) and the texts are joined into one turn.
 //!
 //! A synchronous brain answers an ask on the spot:
 //! `Output::Ask(turn) => call.handle_input(Input::Decision(now, turn.id, agent.answer(&turn)))`
@@ -56,6 +68,7 @@
 //! the one before it ends, and the decision's words after them follow.
 
 pub mod vad;
+pub mod words;
 
 mod machine;
 
@@ -67,7 +80,7 @@ use switchboard_model::{Speaker, Timestamp};
 
 pub use machine::Call;
 pub use switchboard_agent::{AgentTurn, Decision, HandoffRequest, TurnEvent, TurnId};
-pub use vad::{Vad, VadConfig, VadFrame};
+pub use vad::{Detector, Vad, VadConfig, VadFrame};
 
 /// Something that happened to the call, with the time it happened.
 // A `Frame` is 320 bytes inline on purpose (see its docs): boxing it would
@@ -136,6 +149,10 @@ pub enum SttEvent {
     Partial { text: String },
     /// Settled text (after [`Output::FinishStt`], the end of the turn).
     Final { text: String, confidence: f32 },
+    /// The stream failed (or could not be opened) and will give no final:
+    /// the turn is not heard. The machine apologises, and hands off once
+    /// recognition keeps failing ([`Config::max_stt_failures`]).
+    Error { message: String },
 }
 
 /// Identifies one [`Output::Say`]: frames and completions of any other
@@ -179,8 +196,14 @@ pub enum Output {
     CancelSpeech { generation: Generation },
     /// The caller started a turn: start streaming caller audio to the STT.
     StartStt,
-    /// The caller's turn ended: ask the STT for the final transcript.
+    /// The caller's turn ended: ask the STT for the final transcript. The
+    /// stream keeps running until its final; a [`Output::StartStt`] may
+    /// come before that (the caller went on): keep both, and deliver their
+    /// events oldest stream first.
     FinishStt,
+    /// Drop every STT stream of the turn: the machine no longer wants
+    /// their events (it gave up waiting, or the turn was cut short).
+    CancelStt,
     /// Ask the brain about this turn; answer with [`Input::Decision`] and
     /// the turn's id.
     Ask(AgentTurn),
@@ -227,6 +250,17 @@ pub enum TraceKind {
     StaleDecision,
     /// The result of a live transfer.
     Transfer,
+    /// A caller turn the machine could not use (noise, a failed or slow
+    /// STT, low confidence, another language) and what it did instead.
+    Unheard,
+    /// The machine prompted the caller on its own (silence).
+    Reprompt,
+    /// A caller input limit was reached (a DTMF flood, the longest turn).
+    InputLimit,
+    /// A turn that looked unfinished was held open (digits, an address).
+    EndOfTurn,
+    /// Speech synthesis stalled and the utterance was given up.
+    SpeechError,
 }
 
 /// Why the call ended.
@@ -243,15 +277,25 @@ pub enum EndReason {
     MaxDuration,
     /// The brain stopped answering after a handoff was already under way.
     AgentUnavailable,
+    /// Speech recognition kept failing after the call was handed off.
+    SpeechFailure,
 }
 
 /// Tuning of a [`Call`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Caller silence that ends a turn.
+    /// Caller silence that ends a turn (then the STT is finished; a final
+    /// transcript that looks unfinished is held up to `end_of_turn_digits`).
     pub end_of_turn: Duration,
-    /// Caller silence that ends a turn while they are reading digits.
+    /// Caller silence that ends a turn while they are reading digits (keys,
+    /// a partial or a final that [looks unfinished](words::looks_unfinished)).
     pub end_of_turn_digits: Duration,
+    /// Caller silence that ends a turn when a streaming partial already
+    /// [ends a sentence](words::ends_sentence) (cloud STT only).
+    pub end_of_turn_punctuated: Duration,
+    /// The longest caller turn: then it is finalised even if they go on
+    /// talking, so no turn buffers unbounded audio.
+    pub max_turn: Duration,
     /// How long to wait for the STT final after [`Output::FinishStt`] before
     /// going on with the last partial.
     pub stt_final_timeout: Duration,
@@ -282,14 +326,48 @@ pub struct Config {
     pub transfer_failed_message: String,
     /// Said before hanging up when the brain times out during a handoff.
     pub agent_unavailable_farewell: String,
+    /// Finals below this confidence are unclear: the caller is asked to
+    /// repeat (in the agent's language) instead of the brain being asked.
+    pub min_confidence: f32,
+    /// Unclear turns in a row (low confidence, another language) answered
+    /// with `language_reprompt`; the next one hands off.
+    pub max_unclear: u32,
+    /// Said for an unclear turn.
+    pub language_reprompt: String,
+    /// Said when unclear turns hand off; ends with the channel question.
+    pub unclear_handoff_message: String,
+    /// Turns of noise in a row (speech heard, no words) answered with
+    /// `not_heard_reprompt`; later ones are ignored (silence rules apply).
+    pub max_not_heard: u32,
+    /// Voiced audio a wordless turn needs to be apologised for; shorter is
+    /// a cough or a click, ignored.
+    pub not_heard_min_speech: Duration,
+    /// Said for a wordless turn and after a failed transcription.
+    pub not_heard_reprompt: String,
+    /// Failed transcriptions in a row that hand the call off.
+    pub max_stt_failures: u32,
+    /// Said when failing recognition hands off; ends with the channel
+    /// question.
+    pub stt_failed_message: String,
+    /// Said before hanging up when recognition still fails after that.
+    pub stt_failed_farewell: String,
+    /// Synthesis that delivers no frame for this long is given up.
+    pub tts_stall_timeout: Duration,
+    /// Keys kept per turn; more are dropped.
+    pub max_dtmf_digits: usize,
+    /// More keys than this within one second is a flood: `#` no longer ends
+    /// the turn, keys are coalesced until the caller stops.
+    pub dtmf_flood_keys: usize,
     pub vad: VadConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            end_of_turn: Duration::from_millis(600),
+            end_of_turn: Duration::from_millis(250),
             end_of_turn_digits: Duration::from_millis(1500),
+            end_of_turn_punctuated: Duration::from_millis(150),
+            max_turn: Duration::from_secs(30),
             stt_final_timeout: Duration::from_secs(2),
             echo_guard: Duration::from_millis(200),
             echo_margin_db: 6.0,
@@ -311,6 +389,27 @@ impl Default for Config {
             agent_unavailable_farewell:
                 "Sorry, I'm having trouble right now. Someone from our team will review your call. Goodbye."
                     .into(),
+            min_confidence: 0.3,
+            max_unclear: 1,
+            language_reprompt:
+                "Sorry, I didn't understand that. I can only help in English: could you say it again?"
+                    .into(),
+            unclear_handoff_message: format!(
+                "Sorry, I'm having trouble understanding. I'll pass this to our team so someone can follow up with you. {ASK_CHANNEL}"
+            ),
+            max_not_heard: 2,
+            not_heard_min_speech: Duration::from_millis(400),
+            not_heard_reprompt: "Sorry, I didn't catch that — could you say it again?".into(),
+            max_stt_failures: 2,
+            stt_failed_message: format!(
+                "Sorry, I'm having trouble hearing you. I'll pass this to our team so someone can follow up with you. {ASK_CHANNEL}"
+            ),
+            stt_failed_farewell:
+                "Sorry, I still can't hear you. Someone from our team will follow up. Goodbye."
+                    .into(),
+            tts_stall_timeout: Duration::from_secs(8),
+            max_dtmf_digits: 32,
+            dtmf_flood_keys: 20,
             vad: VadConfig::default(),
         }
     }

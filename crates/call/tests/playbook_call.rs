@@ -170,7 +170,9 @@ fn a_caller_asks_interrupts_and_is_transferred() {
         .finals
         .push_back("What are your opening hours?".into());
     world.ticks(40, &voice);
-    world.ticks(40, &silence); // 800 ms: end of turn, reply starts
+    // 500 ms: the end of turn (250 ms), and the reply has played past the
+    // echo guard.
+    world.ticks(25, &silence);
     let reply = world.says()[1].clone();
     assert!(
         reply.starts_with("Opening hours: Monday to Friday"),

@@ -123,7 +123,10 @@ impl Engine {
             match &self.inner.config.llm {
                 Some(cfg) => match cfg.client() {
                     Ok(client) => {
-                        return Brain::llm(LlmAgent::new(client, cfg.clone(), spec, caller));
+                        let agent = LlmAgent::new(client, cfg.clone(), spec, caller)
+                            .with_contacts(Arc::new(StoreContacts(self.inner.store.clone())))
+                            .with_tools(http_tools(spec));
+                        return Brain::llm(agent);
                     }
                     Err(e) => warn!(error = %e, "cannot build the LLM client; using the playbook"),
                 },
@@ -159,6 +162,8 @@ impl Engine {
             writes,
             audio_out: line.audio_out.clone(),
             stt: None,
+            finishing: VecDeque::new(),
+            stt_inputs: VecDeque::new(),
             preroll: VecDeque::with_capacity(inner.config.stt_preroll_frames + 1),
             tts: None,
             transfer: None,
@@ -196,6 +201,13 @@ impl Engine {
                     out => run.execute(out),
                 }
             }
+            if let Some(event) = run.stt_inputs.pop_front() {
+                // The engine's own answer to an output (an STT that could
+                // not be opened): feed it, then drain again.
+                let now = Instant::now().into_std();
+                let _ = call.handle_input(Input::Stt(now, event));
+                continue;
+            }
             if !asks.is_empty() {
                 // The playbook answers on the spot (then drain again); the
                 // LLM answers through `brain.next()` below.
@@ -222,7 +234,7 @@ impl Engine {
                     Some(LineEvent::Hangup { reason }) => InputEvent::Hangup(reason),
                     None => InputEvent::Hangup("caller hung up".into()),
                 },
-                ev = recv_stt(&mut run.stt) => InputEvent::Stt(ev),
+                ev = recv_stt(&mut run.stt, &mut run.finishing) => InputEvent::Stt(ev),
                 fr = recv_tts(&mut run.tts) => InputEvent::Tts(fr),
                 res = poll_transfer(&mut run.transfer) => InputEvent::Transfer(res),
                 ev = brain.next() => InputEvent::Brain(ev),
@@ -250,6 +262,20 @@ impl Engine {
                 InputEvent::Stt(None) => continue,
                 InputEvent::Tts(TtsItem::Frame(g, f)) => Input::TtsFrame(now, g, f),
                 InputEvent::Tts(TtsItem::Done(g)) => Input::TtsDone(now, g),
+                InputEvent::Tts(TtsItem::Failed(g, error)) => {
+                    // Whatever was synthesised plays; the call goes on.
+                    run.trace(
+                        "speech_error",
+                        serde_json::json!({
+                            "provider": "tts",
+                            "error": error,
+                            "generation": g.value(),
+                            "then": "the rest of the sentence is skipped",
+                        }),
+                        None,
+                    );
+                    Input::TtsDone(now, g)
+                }
                 InputEvent::Transfer(result) => {
                     run.trace_transfer(&result);
                     Input::Transfer(
@@ -310,6 +336,7 @@ enum InputEvent {
 enum TtsItem {
     Frame(Generation, Frame),
     Done(Generation),
+    Failed(Generation, String),
 }
 
 struct Running<'a> {
@@ -317,7 +344,14 @@ struct Running<'a> {
     setup: &'a CallSetup,
     writes: mpsc::UnboundedSender<Write>,
     audio_out: mpsc::Sender<Frame>,
+    /// The STT stream taking the caller's audio.
     stt: Option<SttStream>,
+    /// Streams told to finish whose final has not come, oldest first (the
+    /// caller may go on after a pause before the first final is in).
+    finishing: VecDeque<SttStream>,
+    /// STT events the engine makes itself (a stream that could not be
+    /// opened), fed to the machine after the drain.
+    stt_inputs: VecDeque<SttEvent>,
     preroll: VecDeque<Frame>,
     tts: Option<(Generation, TtsStream, u32)>,
     transfer: Option<TransferFuture>,
@@ -370,17 +404,30 @@ impl Running<'_> {
                 }
                 Err(e) => {
                     warn!(error = %e, "speech recognition unavailable");
-                    self.trace(
-                        "stt_error",
-                        serde_json::json!({ "error": e.to_string() }),
-                        None,
-                    );
+                    self.stt = None;
+                    self.stt_inputs.push_back(SttEvent::Error {
+                        message: e.to_string(),
+                    });
                 }
             },
             Output::FinishStt => {
-                if let Some(stt) = &self.stt {
-                    let _ = stt.audio.try_send(SttInput::Finish);
+                if let Some(stt) = self.stt.take() {
+                    if let Err(mpsc::error::TrySendError::Full(finish)) =
+                        stt.audio.try_send(SttInput::Finish)
+                    {
+                        // The provider lags behind the audio: the finish
+                        // must still reach it, after what is queued.
+                        let audio = stt.audio.clone();
+                        tokio::spawn(async move {
+                            let _ = audio.send(finish).await;
+                        });
+                    }
+                    self.finishing.push_back(stt);
                 }
+            }
+            Output::CancelStt => {
+                self.stt = None;
+                self.finishing.clear();
             }
             Output::Transcript {
                 speaker,
@@ -411,6 +458,11 @@ impl Running<'_> {
                         json.get("speech_end_to_first_play_ms")
                             .and_then(serde_json::Value::as_i64),
                     ),
+                    TraceKind::Unheard => ("unheard", None),
+                    TraceKind::Reprompt => ("reprompt", None),
+                    TraceKind::InputLimit => ("input_limit", None),
+                    TraceKind::EndOfTurn => ("end_of_turn", None),
+                    TraceKind::SpeechError => ("speech_error", None),
                     _ => ("other", None),
                 };
                 self.trace(name, json, latency);
@@ -421,6 +473,7 @@ impl Running<'_> {
                 self.bridged = true;
                 self.tts = None;
                 self.stt = None;
+                self.finishing.clear();
             }
             Output::Hangup(reason) => {
                 let (outcome, mut words) = self.end_words(&reason);
@@ -581,6 +634,12 @@ impl Running<'_> {
             EndReason::CallerHungUp => (Outcome::Abandoned, "caller hung up".into()),
             EndReason::Silence => (Outcome::Abandoned, "no response from the caller".into()),
             EndReason::MaxDuration => (Outcome::Failed, "maximum call duration reached".into()),
+            // Only after the machine handed off: the escalation is written
+            // at the end of the call.
+            EndReason::SpeechFailure => (
+                Outcome::LoggedEscalation,
+                "speech recognition is failing".into(),
+            ),
             _ => (Outcome::Resolved, "call ended".into()),
         }
     }
@@ -595,6 +654,7 @@ impl Running<'_> {
             }
         }
         self.stt = None;
+        self.finishing.clear();
         self.tts = None;
         self.transfer = None;
         let ended = self.ended.take().unwrap_or_else(|| Ended {
@@ -637,30 +697,49 @@ impl Running<'_> {
     }
 }
 
-async fn recv_stt(stt: &mut Option<SttStream>) -> Option<SttEvent> {
-    let Some(stream) = stt.as_mut() else {
+/// The next STT event for the machine: the oldest finishing stream's final
+/// (its late partials are dropped) or the listening stream's partials. A
+/// stream that fails, or closes without a final, gives an
+/// [`SttEvent::Error`]: the machine apologises rather than wait.
+async fn recv_stt(
+    listening: &mut Option<SttStream>,
+    finishing: &mut VecDeque<SttStream>,
+) -> Option<SttEvent> {
+    if listening.is_none() && finishing.is_empty() {
         return std::future::pending().await;
-    };
-    match stream.events.recv().await {
-        Some(Ok(switchboard_speech::SttEvent::Partial { text })) => {
-            Some(SttEvent::Partial { text })
+    }
+    loop {
+        let (from_finishing, event) = tokio::select! {
+            biased;
+            ev = async { finishing.front_mut()?.events.recv().await }, if !finishing.is_empty() => (true, ev),
+            ev = async { listening.as_mut()?.events.recv().await }, if listening.is_some() => (false, ev),
+        };
+        let event = match event {
+            Some(Ok(switchboard_speech::SttEvent::Partial { text })) => {
+                if from_finishing {
+                    continue;
+                }
+                return Some(SttEvent::Partial { text });
+            }
+            Some(Ok(switchboard_speech::SttEvent::Final { text, confidence })) => {
+                SttEvent::Final { text, confidence }
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "speech recognition failed for this turn");
+                SttEvent::Error {
+                    message: e.to_string(),
+                }
+            }
+            None => SttEvent::Error {
+                message: "the recogniser closed the stream without a transcript".into(),
+            },
+        };
+        if from_finishing {
+            finishing.pop_front();
+        } else {
+            *listening = None;
         }
-        Some(Ok(switchboard_speech::SttEvent::Final { text, confidence })) => {
-            *stt = None;
-            Some(SttEvent::Final { text, confidence })
-        }
-        Some(Err(e)) => {
-            warn!(error = %e, "speech recognition failed; treating the turn as unheard");
-            *stt = None;
-            Some(SttEvent::Final {
-                text: String::new(),
-                confidence: 0.0,
-            })
-        }
-        None => {
-            *stt = None;
-            None
-        }
+        return Some(event);
     }
 }
 
@@ -677,7 +756,7 @@ async fn recv_tts(tts: &mut Option<(Generation, TtsStream, u32)>) -> TtsItem {
         Some(Err(e)) => {
             warn!(error = %e, "speech synthesis failed");
             *tts = None;
-            TtsItem::Done(g)
+            TtsItem::Failed(g, e.to_string())
         }
         None => {
             *tts = None;
@@ -696,4 +775,51 @@ async fn poll_transfer(t: &mut Option<TransferFuture>) -> TransferResult {
 fn wall_now() -> Timestamp {
     use switchboard_model::Clock as _;
     switchboard_model::SystemClock.now()
+}
+
+/// The agent's own HTTP tools; one that cannot be built (validated on save,
+/// so only if the rules changed since) is left out with a warning.
+fn http_tools(spec: &switchboard_model::AgentSpec) -> Vec<switchboard_agent::llm::HttpTool> {
+    spec.tools
+        .iter()
+        .filter_map(|t| {
+            switchboard_agent::llm::HttpTool::new(
+                &t.name,
+                &t.description,
+                t.parameters.clone(),
+                &t.url,
+                &t.method,
+                Duration::from_millis(u64::from(t.timeout_ms)),
+            )
+            .map_err(|e| warn!(tool = %t.name, error = %e, "agent tool left out"))
+            .ok()
+        })
+        .collect()
+}
+
+/// `lookup_contact` for the LLM brain, answered from the contacts table.
+struct StoreContacts(Store);
+
+impl switchboard_agent::llm::ContactLookup for StoreContacts {
+    fn lookup<'a>(
+        &'a self,
+        phone: &'a switchboard_model::E164,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        Option<switchboard_model::Contact>,
+                        switchboard_agent::llm::LookupError,
+                    >,
+                > + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            self.0
+                .contact_by_phone(phone)
+                .await
+                .map_err(|e| switchboard_agent::llm::LookupError(Box::new(e)))
+        })
+    }
 }

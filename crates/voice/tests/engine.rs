@@ -127,6 +127,8 @@ enum Step {
     /// Speak (loud audio) for this long, then wait this long in silence.
     Say(Duration, Duration),
     Key(char, Duration),
+    /// Press these keys all at once (a flood), then wait.
+    Keys(String, Duration),
     HangUp,
 }
 
@@ -181,15 +183,52 @@ async fn run_call(
     steps: Vec<Step>,
     control: Arc<Control>,
 ) -> (switchboard_voice::CallReport, usize) {
-    let (agent, session) = agent_and_call(f, mode).await;
+    let stt = Arc::new(ScriptStt {
+        lines: Mutex::new(heard.iter().map(|s| s.to_string()).collect()),
+    });
+    let speech = Speech {
+        stt,
+        tts: Arc::new(WordTts),
+        config: EngineConfig::default(),
+        llm: None,
+    };
+    run_call_with(f, mode, speech, steps, control).await
+}
+
+/// The providers and tuning of a [`run_call_with`] call.
+struct Speech {
+    stt: Arc<dyn SpeechToText>,
+    tts: Arc<dyn TextToSpeech>,
+    config: EngineConfig,
+    /// Make the agent's brain the LLM at this endpoint, with these tools.
+    llm: Option<(
+        switchboard_agent::LlmConfig,
+        Vec<switchboard_model::AgentTool>,
+    )>,
+}
+
+async fn run_call_with(
+    f: &Fixture,
+    mode: HandoffMode,
+    speech: Speech,
+    steps: Vec<Step>,
+    control: Arc<Control>,
+) -> (switchboard_voice::CallReport, usize) {
+    let (mut agent, session) = agent_and_call(f, mode).await;
+    let mut config = speech.config;
+    if let Some((llm, tools)) = speech.llm {
+        let mut spec = agent.spec.clone();
+        spec.brain = switchboard_model::Brain::Llm;
+        spec.tools = tools;
+        agent = f.store.update_agent(agent.id, &spec).await.unwrap();
+        config.llm = Some(llm);
+    }
     let engine = Engine::new(
         f.store.clone(),
-        Arc::new(ScriptStt {
-            lines: Mutex::new(heard.iter().map(|s| s.to_string()).collect()),
-        }),
-        Arc::new(WordTts),
+        speech.stt,
+        speech.tts,
         Arc::new(Notify::new()),
-        EngineConfig::default(),
+        config,
     );
     let (ev_tx, ev_rx) = mpsc::channel(64);
     let (out_tx, mut out_rx) = mpsc::channel(2);
@@ -209,6 +248,12 @@ async fn run_call(
                 Step::Say(speak, pause) => (speak, pause),
                 Step::Key(key, pause) => {
                     let _ = ev_tx.send(LineEvent::Dtmf(key)).await;
+                    (Duration::ZERO, pause)
+                }
+                Step::Keys(keys, pause) => {
+                    for key in keys.chars() {
+                        let _ = ev_tx.send(LineEvent::Dtmf(key)).await;
+                    }
                     (Duration::ZERO, pause)
                 }
                 Step::HangUp => {
@@ -579,4 +624,426 @@ async fn a_failed_transfer_falls_back_to_logged_escalation() {
     let handoff = f.store.handoff_for_session(s.id).await.unwrap().unwrap();
     assert_eq!(handoff.mode, HandoffMode::LiveTransfer);
     assert_eq!(control.hangups.lock().unwrap().len(), 1, "{report:?}");
+}
+
+/// Fails every turn: odd streams cannot be opened, even ones fail after the
+/// audio (as a crashed provider would).
+#[derive(Default)]
+struct FailingStt {
+    opened: Mutex<u32>,
+}
+
+impl SpeechToText for FailingStt {
+    fn name(&self) -> &str {
+        "failing"
+    }
+
+    fn open(&self) -> Result<SttStream, SpeechError> {
+        let n = {
+            let mut opened = self.opened.lock().unwrap();
+            *opened += 1;
+            *opened
+        };
+        if n % 2 == 1 {
+            return Err(SpeechError::Closed);
+        }
+        let (audio_tx, mut audio_rx) = mpsc::channel(64);
+        let (ev_tx, ev_rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            while let Some(input) = audio_rx.recv().await {
+                if let SttInput::Finish = input {
+                    let _ = ev_tx.send(Err(SpeechError::Closed)).await;
+                    return;
+                }
+            }
+        });
+        Ok(SttStream {
+            audio: audio_tx,
+            events: ev_rx,
+        })
+    }
+}
+
+/// Like [`WordTts`], but any sentence containing `fail` errors after one
+/// frame and any containing `hang` never delivers a frame nor ends.
+struct FlakyTts {
+    fail: &'static str,
+    hang: &'static str,
+}
+
+impl TextToSpeech for FlakyTts {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    fn synthesize(&self, text: &str) -> TtsStream {
+        if text.contains(self.hang) {
+            let (tx, rx) = mpsc::channel(1);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(tx);
+            });
+            return TtsStream { frames: rx };
+        }
+        if text.contains(self.fail) {
+            let (tx, rx) = mpsc::channel(2);
+            let _ = tx.try_send(Ok(square(2000)));
+            let _ = tx.try_send(Err(SpeechError::Closed));
+            return TtsStream { frames: rx };
+        }
+        WordTts.synthesize(text)
+    }
+}
+
+async fn trace_kinds(f: &Fixture) -> Vec<switchboard_model::TraceStep> {
+    let s = &f.store.list_sessions(&Default::default()).await.unwrap()[0];
+    f.store.trace_steps(s.id).await.unwrap()
+}
+
+async fn ai_said(f: &Fixture) -> Vec<String> {
+    let s = &f.store.list_sessions(&Default::default()).await.unwrap()[0];
+    let turns = f.store.turns(s.id).await.unwrap();
+    turns
+        .iter()
+        .filter(|t| t.speaker == Speaker::Ai)
+        .map(|t| t.text.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_recognition_apologises_then_hands_off_then_says_goodbye() {
+    let f = fixture().await;
+    let control = Arc::new(Control::default());
+    let config = EngineConfig::default();
+    let call = config.call.clone();
+    let speech = Speech {
+        stt: Arc::new(FailingStt::default()),
+        tts: Arc::new(WordTts),
+        config,
+        llm: None,
+    };
+    let (report, _) = run_call_with(
+        &f,
+        HandoffMode::LiveTransfer,
+        speech,
+        (0..3).map(|_| Step::Say(secs(1), secs(5))).collect(),
+        control.clone(),
+    )
+    .await;
+    let said = ai_said(&f).await;
+    assert_eq!(said[1], call.not_heard_reprompt, "{said:?}");
+    assert_eq!(said[2], call.stt_failed_message, "{said:?}");
+    assert_eq!(said[3], call.stt_failed_farewell, "{said:?}");
+    assert_eq!(control.hangups.lock().unwrap().len(), 1, "we hung up");
+    assert_eq!(report.outcome, Outcome::LoggedEscalation, "{report:?}");
+    assert!(
+        control.transfers.lock().unwrap().is_empty(),
+        "a logged escalation, even for a live-transfer agent"
+    );
+    let s = &f.store.list_sessions(&Default::default()).await.unwrap()[0];
+    let handoff = f.store.handoff_for_session(s.id).await.unwrap().unwrap();
+    assert_eq!(handoff.mode, HandoffMode::LoggedEscalation);
+    assert_eq!(handoff.reason, "speech recognition is failing");
+    let trace = trace_kinds(&f).await;
+    let unheard: Vec<&str> = trace
+        .iter()
+        .filter(|t| t.kind == "unheard")
+        .filter_map(|t| t.payload["then"].as_str())
+        .collect();
+    assert_eq!(
+        unheard,
+        ["apology", "logged escalation", "hang up"],
+        "{trace:?}"
+    );
+    assert!(trace.iter().all(|t| t.kind != "decision"), "no brain call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_and_hung_synthesis_is_traced_and_the_call_goes_on() {
+    let f = fixture().await;
+    let control = Arc::new(Control::default());
+    let mut config = EngineConfig::default();
+    config.call.tts_stall_timeout = Duration::from_secs(1);
+    let speech = Speech {
+        stt: Arc::new(ScriptStt {
+            lines: Mutex::new(
+                [
+                    "What are your opening hours?",
+                    "I need to speak with a person",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ),
+        }),
+        // The answer fails, the hold message hangs…
+        tts: Arc::new(FlakyTts {
+            fail: "9 to 5",
+            hang: "connect",
+        }),
+        config,
+        llm: None,
+    };
+    let (report, _) = run_call_with(
+        &f,
+        HandoffMode::LiveTransfer,
+        speech,
+        vec![
+            Step::Say(secs(1), secs(3)),
+            Step::Say(secs(1), secs(6)),
+            Step::HangUp,
+        ],
+        control.clone(),
+    )
+    .await;
+    let trace = trace_kinds(&f).await;
+    let errors: Vec<&switchboard_model::TraceStep> =
+        trace.iter().filter(|t| t.kind == "speech_error").collect();
+    // The failing answer (engine), the hung hold message (machine).
+    assert_eq!(errors.len(), 2, "{trace:?}");
+    assert!(errors.iter().all(|t| t.payload["provider"] == "tts"));
+    // …and the call went on to the transfer all the same.
+    assert_eq!(*control.transfers.lock().unwrap(), vec!["+14155550100"]);
+    assert_eq!(report.outcome, Outcome::LiveTransfer, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_caller_is_reprompted_then_the_call_ends() {
+    let f = fixture().await;
+    let control = Arc::new(Control::default());
+    let mut config = EngineConfig::default();
+    config.call.reprompt_after = Duration::from_secs(1);
+    config.call.max_silence = Duration::from_secs(3);
+    let speech = Speech {
+        stt: Arc::new(ScriptStt {
+            lines: Mutex::new(VecDeque::new()),
+        }),
+        tts: Arc::new(WordTts),
+        config,
+        llm: None,
+    };
+    let (report, _) = run_call_with(
+        &f,
+        HandoffMode::LiveTransfer,
+        speech,
+        vec![],
+        control.clone(),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Abandoned, "{report:?}");
+    assert_eq!(report.end_reason, "no response from the caller");
+    assert_eq!(control.hangups.lock().unwrap().len(), 1);
+    let reprompts: Vec<String> = trace_kinds(&f)
+        .await
+        .iter()
+        .filter(|t| t.kind == "reprompt")
+        .map(|t| t.payload["then"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(reprompts.len() >= 2, "{reprompts:?}");
+    assert_eq!(reprompts.last().map(String::as_str), Some("hang up"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_is_never_sent_to_the_brain() {
+    let f = fixture().await;
+    let control = Arc::new(Control::default());
+    let mut config = EngineConfig::default();
+    config.call.max_silence = Duration::from_secs(12);
+    let speech = Speech {
+        // The STT hears nothing in the noise.
+        stt: Arc::new(ScriptStt {
+            lines: Mutex::new(VecDeque::new()),
+        }),
+        tts: Arc::new(WordTts),
+        config: config.clone(),
+        llm: None,
+    };
+    let (report, _) = run_call_with(
+        &f,
+        HandoffMode::LiveTransfer,
+        speech,
+        (0..3).map(|_| Step::Say(secs(1), secs(2))).collect(),
+        control.clone(),
+    )
+    .await;
+    let said = ai_said(&f).await;
+    let apologies = said
+        .iter()
+        .filter(|t| **t == config.call.not_heard_reprompt)
+        .count();
+    assert_eq!(apologies, 2, "{said:?}");
+    let trace = trace_kinds(&f).await;
+    assert_eq!(trace.iter().filter(|t| t.kind == "unheard").count(), 3);
+    assert!(trace.iter().all(|t| t.kind != "decision"), "no brain call");
+    assert_eq!(report.end_reason, "no response from the caller");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dtmf_flood_makes_one_brain_call_and_one_trace() {
+    let f = fixture().await;
+    let control = Arc::new(Control::default());
+    let flood: String = "1234567890#".repeat(30);
+    let (report, _) = run_call(
+        &f,
+        HandoffMode::LiveTransfer,
+        &[],
+        vec![Step::Keys(flood, secs(4)), Step::HangUp],
+        control,
+    )
+    .await;
+    let trace = trace_kinds(&f).await;
+    let floods = trace
+        .iter()
+        .filter(|t| t.kind == "input_limit" && t.payload["limit"] == "dtmf_flood")
+        .count();
+    assert_eq!(floods, 1, "{trace:?}");
+    let decisions = trace.iter().filter(|t| t.kind == "decision").count();
+    // At most the turn a '#' ended before the flood was recognised, and the
+    // flood itself.
+    assert!((1..=2).contains(&decisions), "{decisions}: {trace:?}");
+    assert_eq!(report.lost_writes, 0);
+}
+
+/// A local OpenAI-compatible server: answers each chat request with the next
+/// scripted SSE body and records the requests; `/tools/order` is an agent's
+/// own HTTP tool and records its arguments.
+#[derive(Default)]
+struct FakeLlm {
+    replies: Mutex<VecDeque<String>>,
+    requests: Mutex<Vec<serde_json::Value>>,
+    tool_calls: Mutex<Vec<serde_json::Value>>,
+}
+
+async fn start_fake_llm(replies: Vec<String>) -> (String, Arc<FakeLlm>) {
+    use axum::routing::post;
+    let fake = Arc::new(FakeLlm {
+        replies: Mutex::new(replies.into()),
+        ..Default::default()
+    });
+    let chat = |axum::extract::State(f): axum::extract::State<Arc<FakeLlm>>,
+                axum::Json(body): axum::Json<serde_json::Value>| async move {
+        f.requests.lock().unwrap().push(body);
+        let reply = f.replies.lock().unwrap().pop_front().unwrap_or_default();
+        ([("content-type", "text/event-stream")], reply)
+    };
+    let order = |axum::extract::State(f): axum::extract::State<Arc<FakeLlm>>,
+                 axum::Json(body): axum::Json<serde_json::Value>| async move {
+        f.tool_calls.lock().unwrap().push(body);
+        axum::Json(serde_json::json!({ "status": "shipped", "carrier": "UPS" }))
+    };
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/tools/order", post(order))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), fake)
+}
+
+fn sse_tool_call(id: &str, name: &str, args: &str) -> String {
+    let chunks = [
+        serde_json::json!({ "choices": [{ "index": 0, "delta": { "tool_calls": [
+            { "index": 0, "id": id, "type": "function", "function": { "name": name, "arguments": args } }
+        ] } }] }),
+        serde_json::json!({ "choices": [{ "index": 0, "delta": {}, "finish_reason": "tool_calls" }] }),
+    ];
+    let mut body: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+    body.push_str("data: [DONE]\n\n");
+    body
+}
+
+fn sse_text(text: &str) -> String {
+    let chunks = [
+        serde_json::json!({ "choices": [{ "index": 0, "delta": { "content": text }, "finish_reason": null }] }),
+        serde_json::json!({ "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }] }),
+    ];
+    let mut body: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+    body.push_str("data: [DONE]\n\n");
+    body
+}
+
+/// The LLM brain gets the agent's own HTTP tools and `lookup_contact`
+/// answered from the store: the model looks the caller up, calls the
+/// agent's order tool, and says what it returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_llm_brain_calls_the_agents_own_tools_and_looks_up_the_caller() {
+    let f = fixture().await;
+    f.store
+        .create_contact(
+            &switchboard_model::ContactInput {
+                phone: "+14155550123".into(),
+                name: "Dana Scully".into(),
+                email: None,
+                external_id: None,
+            }
+            .validate(Region::default())
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (base, fake) = start_fake_llm(vec![
+        sse_tool_call("c1", "lookup_contact", r#"{"phone":"+14155550123"}"#),
+        sse_tool_call("c2", "order_status", r#"{"order_id":"A17"}"#),
+        sse_text("Dana, your order A17 has shipped with UPS."),
+    ])
+    .await;
+    let mut llm = switchboard_agent::LlmConfig::new(&format!("{base}/v1"), "fake-model").unwrap();
+    llm.turn_timeout = Duration::from_secs(8);
+    let tools = vec![switchboard_model::AgentTool {
+        name: "order_status".into(),
+        description: "Where an order is".into(),
+        parameters: serde_json::json!({"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}),
+        url: format!("{base}/tools/order"),
+        method: "POST".into(),
+        timeout_ms: 2000,
+    }];
+    let speech = Speech {
+        stt: Arc::new(ScriptStt {
+            lines: Mutex::new(["Where is my order A17?".to_string()].into()),
+        }),
+        tts: Arc::new(WordTts),
+        config: EngineConfig::default(),
+        llm: Some((llm, tools)),
+    };
+    let control = Arc::new(Control::default());
+    run_call_with(
+        &f,
+        HandoffMode::LoggedEscalation,
+        speech,
+        vec![Step::Say(secs(1), secs(5)), Step::HangUp],
+        control,
+    )
+    .await;
+
+    assert_eq!(
+        fake.tool_calls.lock().unwrap().as_slice(),
+        [serde_json::json!({"order_id": "A17"})],
+        "the agent's tool got the model's arguments"
+    );
+    let requests = fake.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    let offered: Vec<String> = requests[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(offered.contains(&"order_status".to_string()), "{offered:?}");
+    assert!(
+        offered.contains(&"lookup_contact".to_string()),
+        "{offered:?}"
+    );
+    // The tool results went back to the model.
+    let second = requests[1]["messages"].to_string();
+    assert!(second.contains("Dana Scully"), "{second}");
+    let third = requests[2]["messages"].to_string();
+    assert!(third.contains("shipped"), "{third}");
+    let said = ai_said(&f).await;
+    assert!(
+        said.iter().any(|t| t.contains("A17 has shipped")),
+        "{said:?}"
+    );
 }
