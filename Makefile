@@ -35,6 +35,7 @@ bench:
 	cargo bench --locked -p switchboard-rtp --bench relay
 	cargo bench --locked -p switchboard-telephony --bench setups
 	cargo bench --locked -p switchboard-voice --bench turns
+	cargo bench --locked -p switchboard-speech --features whisper --bench wer
 	@echo "make bench: OK in $$(( $$(date +%s) - $(START) ))s"
 
 # The browser tests alone (Debian chromium driven by playwright-core).

@@ -14,6 +14,12 @@ function required(name) {
 
 export const env = {
   base: required("E2E_BASE_URL").replace(/\/$/, ""),
+  /// The `switchboard` binary under test (for `switchboard call`).
+  bin: process.env.E2E_BIN || "",
+  /// The server's SIP address (host:port), when SIP is on.
+  sip: process.env.E2E_SIP || "",
+  /// A WAV that Chromium plays as its fake microphone.
+  fakeMic: process.env.E2E_FAKE_MIC || "",
   sandbox: required("E2E_SANDBOX_URL").replace(/\/$/, ""),
   token: required("E2E_TOKEN"),
   password: required("E2E_PASSWORD"),
@@ -35,12 +41,12 @@ const CHROMIUM_ARGS = [
 
 /// A fresh Chromium profile (its own --user-data-dir) with one page at
 /// 1280 px wide, in a time zone other than UTC so local times show.
-export async function launch() {
+export async function launch({ args = [] } = {}) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), "switchboard-e2e-profile-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.E2E_CHROMIUM || "/usr/bin/chromium",
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...args],
     viewport: { width: 1280, height: 900 },
     timezoneId: "America/New_York",
     locale: "en-US",
@@ -137,4 +143,12 @@ export async function textCall(agent, from, words) {
 
 export async function handOff(session, reason) {
   return api("POST", `/api/v1/sessions/${session}/handoff`, { reason, end_session: true });
+}
+
+/// Logs `page` in as the admin user.
+export async function login(page) {
+  await page.goto(`${env.base}/login`);
+  await page.fill("#username", "admin");
+  await page.fill("#password", env.password);
+  await Promise.all([page.waitForURL((u) => !u.pathname.startsWith("/login")), page.click("button[type=submit]")]);
 }

@@ -15,21 +15,19 @@ use switchboard_rtp::{MediaEvent, MediaLeg};
 use switchboard_telephony::{
     ActiveCall, CallControl, CallHandler, TransferOptions, TransferOutcome,
 };
-use switchboard_voice::{
-    CallSetup, Engine, Line, LineControl, LineEvent, TransferFuture, TransferResult,
-};
+use switchboard_voice::{CallSetup, Line, LineControl, LineEvent, TransferFuture, TransferResult};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 /// Runs every answered call that has an agent through the engine.
 pub(crate) struct EngineHandler {
-    pub(crate) engine: Engine,
+    pub(crate) engines: crate::providers::CallEngines,
     pub(crate) region: Region,
 }
 
 impl CallHandler for EngineHandler {
     fn handle(&self, call: ActiveCall) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let engine = self.engine.clone();
+        let engines = self.engines.clone();
         let region = self.region;
         Box::pin(async move {
             let Some(agent) = call.info.agent.clone() else {
@@ -37,6 +35,7 @@ impl CallHandler for EngineHandler {
                 call.control.hangup("no agent for this call");
                 return;
             };
+            let engine = engines.engine_for(&agent, call.info.session.id).await;
             if let Some(path) = &call.info.recording {
                 let key = path
                     .file_name()

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
-use switchboard_model::{HandoffMode, Transport};
+use switchboard_model::{HandoffMode, Transport, TrunkTransfer};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -147,6 +147,35 @@ pub(crate) enum DataCommand {
         The command waits for the delivery (up to --wait seconds) and prints where to look.\n\n\
         --text records the same conversation as a text call instead (no SIP, no speech).")]
     Demo(DemoArgs),
+    /// Place an outbound call from an agent through a trunk (the running server dials)
+    #[command(
+        long_about = "Place an outbound call: the agent calls --to through a SIP trunk and \
+        speaks first when answered, exactly like POST /api/v1/calls.\n\n\
+        The running `switchboard serve` places the call (it owns the SIP listener): this command \
+        asks it over HTTP at http.addr, with --token or SWITCHBOARD_TOKEN, or else a one-off API \
+        token it creates in the database and revokes afterwards. It returns once the callee \
+        answered and prints the session; busy, no answer and rejected calls exit 1 with the \
+        reason (the session records it too)."
+    )]
+    Dial(DialArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DialArgs {
+    /// The agent that calls (id or name)
+    #[arg(long)]
+    pub(crate) agent: String,
+    /// Who to call: an E.164 number (through the trunk) or a sip: URI
+    #[arg(long, value_name = "NUMBER|SIP-URI")]
+    pub(crate) to: String,
+    /// The trunk (name or id) [default: the only trunk, or the agent's]
+    #[arg(long)]
+    pub(crate) trunk: Option<String>,
+    /// API token for the server [env: SWITCHBOARD_TOKEN]
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
 }
 
 #[derive(Debug, Args)]
@@ -497,6 +526,9 @@ pub(crate) struct TrunkAddArgs {
     /// Caller id for outgoing calls
     #[arg(long, value_name = "NUMBER")]
     pub(crate) caller_id: Option<String>,
+    /// How live transfers leave this trunk: bridge through us, or a blind REFER (falls back to the bridge if refused) [default: bridge]
+    #[arg(long, value_parser = words(TrunkTransfer::ALL, TrunkTransfer::as_str))]
+    pub(crate) transfer: Option<String>,
     /// Print the created trunk as JSON
     #[arg(long)]
     pub(crate) json: bool,

@@ -151,6 +151,8 @@ settings! {
         whisper_model: String = "(auto)",
         /// Piper voice (.onnx, with its .onnx.json beside it); found in the speech venv by default.
         piper_voice: String = "(auto)",
+        /// Voice activity detection: `energy` (adaptive noise floor) or `webrtc` (libfvad; better in steady noise, treats pure tones as noise).
+        vad: String = "energy",
     }
     [database] RawDatabase {
         /// sqlite://PATH (embedded) or postgresql://USER:PASS@HOST:PORT/DB (scale-out).
@@ -367,6 +369,7 @@ pub(crate) struct SpeechConfig {
     pub(crate) tts: TtsChoice,
     pub(crate) whisper_model: Option<PathBuf>,
     pub(crate) piper_voice: Option<PathBuf>,
+    pub(crate) vad: switchboard_call::Detector,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -886,6 +889,16 @@ fn convert(
         },
         whisper_model: non_empty(raw.speech.whisper_model).map(PathBuf::from),
         piper_voice: non_empty(raw.speech.piper_voice).map(PathBuf::from),
+        vad: match non_empty(raw.speech.vad).as_deref().map(str::trim) {
+            None | Some("energy") => switchboard_call::Detector::Energy,
+            Some("webrtc") => switchboard_call::Detector::Webrtc,
+            Some(other) => {
+                return Err(invalid(
+                    "speech.vad",
+                    format!("{other:?} is not one of energy, webrtc"),
+                ))
+            }
+        },
     };
 
     let data_dir = non_empty(raw.storage.data_dir).unwrap_or_else(|| "./data".into());
@@ -1328,6 +1341,7 @@ mod tests {
                 ("speech", "stt") => "none",
                 ("llm", "base_url") => "http://127.0.0.1:9000/v1",
                 ("speech", "tts") => "espeak-ng",
+                ("speech", "vad") => "webrtc",
                 ("handoff", _) => "5",
                 (_, k)
                     if k.ends_with("minutes")

@@ -20,12 +20,14 @@ use switchboard_model::ModelError;
 use switchboard_store::StoreError;
 
 mod app;
+mod browser;
 mod calls;
 mod cli;
 mod commands;
 mod config;
 mod logging;
 mod output;
+mod providers;
 mod wiring;
 
 use cli::{Cli, Command};

@@ -264,28 +264,42 @@ impl switchboard_speech::SpeechToText for NoStt {
     }
 }
 
+/// The engines calls run on (phone and browser): the offline speech loaded
+/// once and shared, cloud providers per agent (see [`crate::providers`]).
+pub(crate) async fn call_engines(
+    config: &Config,
+    store: &Store,
+    notify: Arc<Notify>,
+) -> crate::providers::CallEngines {
+    let (stt, tts) = speech(config).await;
+    crate::providers::CallEngines {
+        store: store.clone(),
+        notify,
+        config: {
+            let mut c = switchboard_voice::EngineConfig {
+                transfer_timeout: config.sip.no_answer + Duration::from_secs(5),
+                llm: config.llm.clone(),
+                ..Default::default()
+            };
+            c.call.vad.detector = config.speech.vad;
+            c
+        },
+        offline_stt: stt,
+        offline_tts: tts,
+        region: config.phone.default_region,
+    }
+}
+
 /// Starts SIP when `sip.addr` is set: answered calls go to the voice engine.
 pub(crate) async fn start_telephony(
     config: &Config,
     store: &Store,
-    notify: Arc<Notify>,
+    engines: crate::providers::CallEngines,
 ) -> anyhow::Result<Option<switchboard_telephony::Telephony>> {
     let Some(listen) = config.sip.addr else {
         info!("telephony is off (sip.addr = \"off\")");
         return Ok(None);
     };
-    let (stt, tts) = speech(config).await;
-    let engine = switchboard_voice::Engine::new(
-        store.clone(),
-        stt,
-        tts,
-        notify,
-        switchboard_voice::EngineConfig {
-            transfer_timeout: config.sip.no_answer + Duration::from_secs(5),
-            llm: config.llm.clone(),
-            ..Default::default()
-        },
-    );
     let media = switchboard_rtp::MediaConfig {
         bind_ip: if listen.ip().is_loopback() {
             listen.ip()
@@ -311,7 +325,7 @@ pub(crate) async fn start_telephony(
         ..Default::default()
     };
     let handler = Arc::new(crate::calls::EngineHandler {
-        engine,
+        engines,
         region: config.phone.default_region,
     });
     let telephony = switchboard_telephony::Telephony::start(store.clone(), sip, handler)
@@ -323,4 +337,35 @@ pub(crate) async fn start_telephony(
             ))
         })?;
     Ok(Some(telephony))
+}
+
+/// How often trunk registrations are reconciled with the store even without
+/// a change made through this server (the CLI is another process).
+const TRUNK_RECONCILE_EVERY: Duration = Duration::from_secs(30);
+
+/// Keeps REGISTER keepers in line with the trunks: at once when the API or
+/// the dashboard changes one, and every [`TRUNK_RECONCILE_EVERY`] otherwise.
+pub(crate) fn follow_trunk_changes(
+    telephony: switchboard_telephony::Telephony,
+    changed: Arc<Notify>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = changed.notified() => {}
+                _ = tokio::time::sleep(TRUNK_RECONCILE_EVERY) => {}
+            }
+            match telephony.reload_trunks().await {
+                Ok(r) if r.started + r.stopped > 0 => {
+                    info!(
+                        started = r.started,
+                        stopped = r.stopped,
+                        "trunk registrations updated"
+                    );
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "cannot reload trunk registrations"),
+            }
+        }
+    });
 }

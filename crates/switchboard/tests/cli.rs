@@ -320,6 +320,37 @@ fn contacts_import_refuses_unknown_columns() {
 }
 
 #[test]
+fn contacts_import_without_a_phone_column_names_the_columns_it_found() {
+    let sb = Sandbox::new();
+    let csv = sb.path().join("contacts.csv");
+    std::fs::write(&csv, "\u{feff}Name,Mobile\r\nAna,+14155550100\r\n").unwrap();
+    let run = sb.run(&["contacts", "import", csv.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(
+        run.stderr
+            .contains(r#"no phone column (found "Name", "Mobile")"#),
+        "{run}"
+    );
+    // Quoted commas, CRLF and a blank row; the bad row is named by its line.
+    std::fs::write(
+        &csv,
+        "phone,name\r\n\"+14155550100\",\"Lima, Ana\"\r\n,\r\nnope,Bo\r\n",
+    )
+    .unwrap();
+    let run = sb.run(&["contacts", "import", csv.to_str().unwrap(), "--json"]);
+    assert_eq!(run.code, 1, "{run}");
+    let report = run.json();
+    assert_eq!(report["created"], 1);
+    assert_eq!(report["blank"], 1);
+    assert_eq!(report["failed"][0]["row"], 4);
+    assert_eq!(report["failed"][0]["raw"], "nope,Bo");
+    let ana = sb
+        .ok(&["contacts", "show", "+14155550100", "--json"])
+        .json();
+    assert_eq!(ana["name"], "Lima, Ana");
+}
+
+#[test]
 fn trunk_passwords_come_from_env_or_stdin_and_are_never_shown() {
     let sb = Sandbox::new();
     let trunk = sb
@@ -337,6 +368,8 @@ fn trunk_passwords_come_from_env_or_stdin_and_are_never_shown() {
             "--outbound-password-env",
             "TRUNK_PW",
             "--register",
+            "--transfer",
+            "refer",
             "--json",
         ])
         .env("TRUNK_PW", "hunter2-secret")
@@ -350,6 +383,7 @@ fn trunk_passwords_come_from_env_or_stdin_and_are_never_shown() {
     let trunk: serde_json::Value = serde_json::from_slice(&trunk.stdout).unwrap();
     assert_eq!(trunk["outbound_password_set"], true);
     assert_eq!(trunk["inbound_password_set"], false);
+    assert_eq!(trunk["transfer"], "refer");
     for args in [
         vec!["trunks", "show", "carrier"],
         vec!["trunks", "show", "carrier", "--json"],
@@ -513,6 +547,31 @@ fn doctor_passes_on_a_fresh_directory() {
         .unwrap();
     assert_eq!(db["status"], "ok", "{db}");
     assert!(db["fix"].is_null());
+
+    // An agent on Deepgram without a key: a warning naming it and the fix.
+    let json = sb.path().join("cloud.json");
+    std::fs::write(&json, r#"{"name":"Cloud","stt_provider":"deepgram"}"#).unwrap();
+    sb.ok(&["agents", "add", "--from-json", json.to_str().unwrap()]);
+    let run = common::Run::from(
+        sb.cmd(&["doctor", "--json"])
+            .env("SWITCHBOARD_HTTP_ADDR", "127.0.0.1:0")
+            .output()
+            .unwrap(),
+    );
+    let checks = run.json();
+    let providers = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "providers")
+        .unwrap_or_else(|| panic!("{run}"));
+    assert_eq!(providers["status"], "warn", "{providers}");
+    let detail = providers["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Cloud") && detail.contains("Deepgram"),
+        "{detail}"
+    );
+    assert!(providers["fix"].as_str().unwrap().contains("Speech & LLM"));
 }
 
 #[test]

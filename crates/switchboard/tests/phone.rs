@@ -361,7 +361,7 @@ async fn the_api_places_an_outbound_call_through_a_trunk() {
             "-p",
             &uas_port.to_string(),
             "-m",
-            "1",
+            "2",
             "-nostdin",
             "-timeout",
             "60s",
@@ -410,7 +410,41 @@ async fn the_api_places_an_outbound_call_through_a_trunk() {
     assert_eq!(s.direction, switchboard_model::Direction::Outbound);
     assert!(s.answered_at.is_some());
     assert!(s.to.contains("4155550123"), "{s:?}");
+
+    // `switchboard dial` asks the running server to place the same kind of
+    // call (with a temporary token it revokes afterwards).
+    let dial = |to: &str| {
+        let mut cmd = sb.cmd(&[
+            "dial", "--agent", "Sales", "--to", to, "--trunk", "carrier", "--json",
+        ]);
+        cmd.env("SWITCHBOARD_HTTP_ADDR", http.to_string());
+        cmd.output().unwrap()
+    };
+    let out = dial("+14155550124");
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.stderr()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dialled: switchboard_model::SessionId = v["session"].as_str().unwrap().parse().unwrap();
+    let s = store.session(dialled).await.unwrap();
+    assert_eq!(s.direction, switchboard_model::Direction::Outbound);
+    assert!(s.to.contains("4155550124"), "{s:?}");
+    let tokens = store.list_api_tokens().await.unwrap();
+    assert!(
+        tokens.iter().all(|t| !t.name.contains("dial")),
+        "the temporary token is revoked: {tokens:?}"
+    );
     assert_eq!(server.terminate(), 0, "{}", server.stderr());
     let _ = uas.kill();
     let _ = uas.wait();
+
+    // With no server running, `dial` says what to do.
+    let out = dial("+14155550125");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("start `switchboard serve`"), "{err}");
 }

@@ -464,6 +464,7 @@ pub async fn create_trunk(
         json!({ "id": trunk.id }),
     )
     .await;
+    s.trunks_changed.notify_one();
     Ok((StatusCode::CREATED, Json(trunk)))
 }
 
@@ -488,6 +489,7 @@ pub async fn delete_trunk(
     let t = s.store.find_trunk(&trunk).await?;
     s.store.delete_trunk(t.id).await?;
     audit(&s, &caller, "trunk.delete", &t.name, json!({ "id": t.id })).await;
+    s.trunks_changed.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -8,8 +8,10 @@
 //! Layout: [`routes`] is the one table of every route with its access level,
 //! from which [`router`] is built (and which the auth-walk test reads);
 //! [`auth`] holds the extractors and login rate limiting; [`api`] the JSON
-//! handlers; [`pages`] the dashboard; [`error`] maps failures to responses;
-//! [`metrics`] the Prometheus counters.
+//! handlers; [`pages`] the dashboard (the Contacts pages in
+//! [`contacts_pages`], their CSV import in [`contacts_csv`], which the CLI
+//! uses too); [`error`] maps failures to responses; [`metrics`] the
+//! Prometheus counters.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,14 +26,19 @@ use tokio::sync::Notify;
 pub mod api;
 pub mod auth;
 pub mod calls_api;
+pub mod contacts_csv;
+pub mod contacts_pages;
 pub mod error;
 pub mod handoffs_api;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
+pub mod providers;
 pub mod recordings;
 pub mod routes;
+pub mod test_call;
+pub mod trunks_page;
 
 pub use routes::router;
 
@@ -77,6 +84,10 @@ pub struct AppState {
     pub handoff_notify: Arc<Notify>,
     /// Places outbound calls (`None`: telephony is off).
     pub dialer: Option<Arc<dyn calls_api::Dialer>>,
+    /// Poked when trunks are added or removed, so SIP registration follows.
+    pub trunks_changed: Arc<Notify>,
+    /// Starts browser test calls on the voice engine (`None`: not wired).
+    pub browser_calls: Option<Arc<dyn test_call::BrowserCalls>>,
     pub(crate) limiter: Arc<auth::LoginLimiter>,
 }
 
@@ -92,6 +103,8 @@ impl AppState {
             sandbox: None,
             handoff_notify: Arc::new(Notify::new()),
             dialer: None,
+            browser_calls: None,
+            trunks_changed: Arc::new(Notify::new()),
             limiter: Arc::new(limiter),
         }
     }
@@ -108,6 +121,11 @@ impl AppState {
 
     pub fn with_dialer(mut self, dialer: Arc<dyn calls_api::Dialer>) -> Self {
         self.dialer = Some(dialer);
+        self
+    }
+
+    pub fn with_browser_calls(mut self, calls: Arc<dyn test_call::BrowserCalls>) -> Self {
+        self.browser_calls = Some(calls);
         self
     }
 

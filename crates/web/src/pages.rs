@@ -29,7 +29,7 @@ use switchboard_handoff::settings::{
     ConnectionTest, Destination, EffectiveSettings, MiawSettingsInput, Source,
 };
 use switchboard_model::{
-    Agent, AgentId, AgentInput, Brain, ContactInput, HandoffMode, HandoffStatus, MiawSettings,
+    Agent, AgentId, AgentInput, Brain, HandoffMode, HandoffStatus, MiawSettings,
     RoutingAttributeNames, SessionId, SessionStatus, Speaker, SttProvider, Timestamp, TokenId,
     TtsProvider, E164,
 };
@@ -42,13 +42,18 @@ use crate::AppState;
 
 const CSS: &str = include_str!("dashboard.css");
 const SCRIPT: &str = include_str!("dashboard.js");
+/// Sessions not ended that started longer ago than this are not counted as
+/// live: a process that died mid-call never ended them.
+const LIVE_CALL_WINDOW: std::time::Duration = std::time::Duration::from_secs(4 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Nav {
+pub(crate) enum Nav {
     Phone,
     Inbox,
     Contacts,
     Integrations,
+    Providers,
+    Trunks,
     Tokens,
     Troubleshooting,
 }
@@ -57,7 +62,7 @@ pub(crate) fn html(status: StatusCode, markup: Markup) -> Response {
     html_response(status, markup)
 }
 
-fn html_response(status: StatusCode, markup: Markup) -> Response {
+pub(crate) fn html_response(status: StatusCode, markup: Markup) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -77,7 +82,7 @@ fn head(title: &str) -> Markup {
     }
 }
 
-fn layout(title: &str, caller: &Caller, active: Nav, body: Markup) -> Markup {
+pub(crate) fn layout(title: &str, caller: &Caller, active: Nav, body: Markup) -> Markup {
     let link = |nav: Nav, href: &str, label: &str| {
         html! { a href=(href) aria-current=[(nav == active).then_some("page")] { (label) } }
     };
@@ -96,6 +101,8 @@ fn layout(title: &str, caller: &Caller, active: Nav, body: Markup) -> Markup {
                         (link(Nav::Contacts, "/contacts", "Contacts"))
                         span.group { "Settings" }
                         (link(Nav::Integrations, "/settings/integrations", "Integrations"))
+                        (link(Nav::Providers, "/settings/providers", "Speech & LLM"))
+                        (link(Nav::Trunks, "/settings/trunks", "SIP trunks"))
                         (link(Nav::Tokens, "/settings/tokens", "API tokens"))
                         (link(Nav::Troubleshooting, "/troubleshooting", "Troubleshooting"))
                     }
@@ -115,15 +122,15 @@ fn layout(title: &str, caller: &Caller, active: Nav, body: Markup) -> Markup {
     }
 }
 
-fn time(t: Timestamp) -> Markup {
+pub(crate) fn time(t: Timestamp) -> Markup {
     html! { time datetime=(t.to_rfc3339()) title=(format!("{} UTC", t.to_rfc3339())) { (t.to_rfc3339()) } }
 }
 
-fn csrf_field(caller: &Caller) -> Markup {
+pub(crate) fn csrf_field(caller: &Caller) -> Markup {
     html! { input type="hidden" name="csrf" value=(caller.csrf_token()); }
 }
 
-fn error_banner(error: Option<&ApiError>) -> Markup {
+pub(crate) fn error_banner(error: Option<&ApiError>) -> Markup {
     html! {
         @if let Some(e) = error {
             div.error role="alert" { (e.to_string()) }
@@ -151,7 +158,7 @@ pub(crate) fn not_found_page() -> Markup {
 }
 
 /// Renders a store/validation failure inside the page instead of as JSON.
-fn page_error(e: impl Into<ApiError>) -> Response {
+pub(crate) fn page_error(e: impl Into<ApiError>) -> Response {
     error_page(&e.into())
 }
 
@@ -302,12 +309,17 @@ pub async fn agents_page(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Response {
-    let (agents, numbers) = match (
+    let since = s
+        .clock
+        .now()
+        .plus_millis(-(LIVE_CALL_WINDOW.as_millis() as i64));
+    let (agents, numbers, live) = match (
         s.store.list_agents().await,
         s.store.list_numbers(None).await,
+        s.store.live_calls_by_agent(since).await,
     ) {
-        (Ok(a), Ok(n)) => (a, n),
-        (Err(e), _) | (_, Err(e)) => return page_error(e),
+        (Ok(a), Ok(n), Ok(l)) => (a, n, l),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return page_error(e),
     };
     let mut by_agent: HashMap<AgentId, Vec<&E164>> = HashMap::new();
     for n in &numbers {
@@ -321,7 +333,7 @@ pub async fn agents_page(
             p.empty { "No phone agents yet. Create one, then bind a phone number to it so calls can reach it." }
         } @else {
             table {
-                thead { tr { th { "Agent" } th { "Numbers" } th { "Handoff" } th { "Brain" } } }
+                thead { tr { th { "Agent" } th { "Numbers" } th { "Live calls" } th { "Handoff" } th { "Brain" } th { span.visually-hidden { "Actions" } } } }
                 tbody {
                     @for a in &agents {
                         tr {
@@ -332,8 +344,16 @@ pub async fn agents_page(
                                     None => { span.muted { "no number — calls cannot reach this agent" } }
                                 }
                             }
+                            td data-label="Live calls" {
+                                @match live.get(&a.id).copied().unwrap_or(0) {
+                                    0 => { span.muted data-live-calls="0" { "idle" } }
+                                    n => { span.pill.live data-live-calls=(n) { (n) " in progress" } }
+                                }
+                                " " span.muted { "of " (a.spec.max_concurrent_calls) }
+                            }
                             td { (mode_label(a.spec.handoff_mode)) @if let Some(n) = &a.spec.handoff_number { " → " (n.as_str()) } }
                             td { (a.spec.brain.as_str()) }
+                            td { a.button.plain href=(format!("/channels/phone/{}/test-call", a.id)) { "Test call" } }
                         }
                     }
                 }
@@ -385,6 +405,8 @@ pub struct AgentForm {
     attr_handoff_reason: String,
     attr_handoff_mode: String,
     attr_preferred_channel: String,
+    /// The LLM brain's HTTP tools as a JSON array (empty: none).
+    tools: String,
 }
 
 impl AgentForm {
@@ -413,6 +435,11 @@ impl AgentForm {
             attr_handoff_reason: s.routing_attributes.handoff_reason.clone(),
             attr_handoff_mode: s.routing_attributes.handoff_mode.clone(),
             attr_preferred_channel: s.routing_attributes.preferred_channel.clone(),
+            tools: if s.tools.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string_pretty(&s.tools).unwrap_or_default()
+            },
         }
     }
 
@@ -488,12 +515,22 @@ impl AgentForm {
             }),
             time_zone: opt(&self.time_zone),
             max_concurrent_calls,
-            tools: None,
+            tools: Some(match self.tools.trim() {
+                "" => Vec::new(),
+                json => serde_json::from_str(json).map_err(|e| {
+                    ApiError::invalid(
+                        "tools",
+                        format!(
+                            "is not a JSON array of tools ({e}); see the example below the box"
+                        ),
+                    )
+                })?,
+            }),
         })
     }
 }
 
-fn field_error(error: Option<&ApiError>, field: &str) -> Markup {
+pub(crate) fn field_error(error: Option<&ApiError>, field: &str) -> Markup {
     html! {
         @if let Some(e) = error.filter(|e| e.field().is_some_and(|f| f == field || f.ends_with(&format!(".{field}")))) {
             span.field-error id=(format!("{field}-error")) { (e.to_string()) }
@@ -501,7 +538,7 @@ fn field_error(error: Option<&ApiError>, field: &str) -> Markup {
     }
 }
 
-fn text_input(
+pub(crate) fn text_input(
     label: &str,
     name: &str,
     value: &str,
@@ -521,7 +558,7 @@ fn text_input(
     }
 }
 
-fn select<T: Copy + std::fmt::Display>(
+pub(crate) fn select<T: Copy + std::fmt::Display>(
     label: &str,
     name: &str,
     choices: &[T],
@@ -567,6 +604,16 @@ fn agent_form(action: &str, form: &AgentForm, error: Option<&ApiError>, caller: 
                     TtsProvider::Offline => "Offline (on this server)", TtsProvider::Openai => "OpenAI-compatible", TtsProvider::Elevenlabs => "ElevenLabs" }))
                 (select("Brain", "brain", Brain::ALL, &form.brain, |b| match b {
                     Brain::Playbook => "Playbook (offline)", Brain::Llm => "LLM (OpenAI-compatible)" }))
+                div.field {
+                    label for="tools" { "LLM tools (JSON)" }
+                    textarea id="tools" name="tools" rows="5" spellcheck="false" aria-describedby="tools-hint"
+                        aria-invalid=[error.and_then(|e| e.field()).is_some_and(|f| f == "tools").then_some("true")] { (form.tools) }
+                    small id="tools-hint" {
+                        "HTTP tools the LLM brain may call, besides transfer_to_human, end_call and lookup_contact. Example: "
+                        code { r#"[{"name": "order_status", "description": "Where an order is", "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}, "url": "https://api.example.com/orders", "method": "GET", "timeout_ms": 3000}]"# }
+                    }
+                    (field_error(error, "tools"))
+                }
                 (text_input("Time zone", "time_zone", &form.time_zone, "IANA name used for transcript times, such as America/New_York", error))
                 (text_input("Concurrent call limit", "max_concurrent_calls", &form.max_concurrent_calls, "", error))
             }
@@ -605,6 +652,11 @@ fn form_error(e: ApiError) -> ApiError {
                 message,
             }
         }
+        // One box holds every tool: name the tool's field in the message.
+        ApiError::Invalid { field, message } if field.starts_with("tools[") => ApiError::Invalid {
+            message: format!("{field} {message}"),
+            field: "tools".into(),
+        },
         other => other,
     }
 }
@@ -667,6 +719,10 @@ async fn agent_body(
     let numbers = s.store.list_numbers(Some(agent.id)).await?;
     let base = format!("/channels/phone/{}", agent.id);
     Ok(html! {
+        p.actions.buttons {
+            a.button href=(format!("{base}/test-call")) { "Test call" }
+            a.button.plain href=(format!("/inbox?agent={}", agent.id)) { "Calls in the Inbox" }
+        }
         section.numbers aria-labelledby="numbers-h" {
             h2 id="numbers-h" { "Phone numbers" }
             @if numbers.is_empty() { p.muted { "No number is bound: calls cannot reach this agent yet." } }
@@ -723,7 +779,7 @@ async fn render_agent(
 
 /// The agent named by the `{id}` path segment of a page route; an unknown
 /// id renders the error page instead of reaching the handler.
-pub struct PageAgent(Agent);
+pub struct PageAgent(pub Agent);
 
 impl axum::extract::FromRequestParts<AppState> for PageAgent {
     type Rejection = Response;
@@ -1347,108 +1403,6 @@ pub async fn session_page(
         }
     };
     html_response(StatusCode::OK, layout("Session", &caller, Nav::Inbox, body))
-}
-
-// ---------------------------------------------------------------------------
-// Contacts
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct ContactsQuery {
-    q: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct ContactForm {
-    phone: String,
-    name: String,
-    email: String,
-    external_id: String,
-}
-
-async fn render_contacts(
-    s: &AppState,
-    caller: &Caller,
-    q: &str,
-    form: &ContactForm,
-    error: Option<&ApiError>,
-    status: StatusCode,
-) -> Response {
-    let contacts = match s.store.list_contacts(q, 200, 0).await {
-        Ok(c) => c,
-        Err(e) => return page_error(e),
-    };
-    let body = html! {
-        form.inline role="search" method="get" action="/contacts" {
-            label for="q" { "Search" }
-            input id="q" name="q" value=(q) placeholder="Name, phone or email";
-            button type="submit" { "Search" }
-        }
-        @if contacts.is_empty() { p.empty { "No contacts. Callers whose number matches a contact get an authenticated Salesforce identity." } }
-        @else {
-            table {
-                thead { tr { th { "Name" } th { "Phone" } th { "Email" } th { "External id" } } }
-                tbody { @for c in &contacts { tr { td { (c.name) } td { (c.phone.as_str()) } td { (c.email.as_deref().unwrap_or("")) } td { (c.external_id.as_deref().unwrap_or("")) } } } }
-            }
-        }
-        h2 { "Add a contact" }
-        (error_banner(error))
-        form method="post" action="/contacts" {
-            (csrf_field(caller))
-            (text_input("Phone", "phone", &form.phone, "", error))
-            (text_input("Name", "name", &form.name, "", error))
-            (text_input("Email", "email", &form.email, "", error))
-            (text_input("External id", "external_id", &form.external_id, "The contact's id in your CRM", error))
-            button type="submit" { "Add contact" }
-        }
-        p.muted { "Bulk import: " code { "switchboard contacts import FILE.csv" } }
-    };
-    html_response(status, layout("Contacts", caller, Nav::Contacts, body))
-}
-
-pub async fn contacts_page(
-    State(s): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Query(q): Query<ContactsQuery>,
-) -> Response {
-    render_contacts(
-        &s,
-        &caller,
-        &q.q,
-        &ContactForm::default(),
-        None,
-        StatusCode::OK,
-    )
-    .await
-}
-
-pub async fn create_contact_submit(
-    State(s): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Form(form): Form<ContactForm>,
-) -> Response {
-    let input = ContactInput {
-        phone: form.phone.clone(),
-        name: form.name.clone(),
-        email: Some(form.email.clone()),
-        external_id: Some(form.external_id.clone()),
-    };
-    let result = async {
-        let spec = input.validate(s.settings.default_region)?;
-        Ok::<_, ApiError>(s.store.create_contact(&spec).await?)
-    }
-    .await;
-    match result {
-        Ok(c) => {
-            audit(&s, &caller, "contact.create", &c.id.to_string(), json!({})).await;
-            see_other("/contacts")
-        }
-        Err(e) if e.status().is_client_error() => {
-            render_contacts(&s, &caller, "", &form, Some(&e), e.status()).await
-        }
-        Err(e) => page_error(e),
-    }
 }
 
 // ---------------------------------------------------------------------------

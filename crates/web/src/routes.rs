@@ -13,7 +13,10 @@ use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
 
 use crate::error::ApiError;
-use crate::{api, calls_api, handoffs_api, pages, recordings, AppState};
+use crate::{
+    api, calls_api, contacts_pages, handoffs_api, pages, providers, recordings, test_call,
+    trunks_page, AppState,
+};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +36,9 @@ pub struct RouteSpec {
     pub access: Access,
 }
 
-/// Largest request body accepted anywhere (CSV imports go through the CLI).
-const BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// Largest request body accepted anywhere; the Contacts page's CSV import
+/// says so (larger files go through the CLI).
+pub(crate) const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 fn entries() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     use Access::*;
@@ -256,6 +260,24 @@ fn entries() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             Page,
             post(pages::unbind_number_submit),
         ),
+        r(
+            g.clone(),
+            "/channels/phone/{id}/test-call",
+            Page,
+            get(test_call::test_call_page),
+        ),
+        r(
+            g.clone(),
+            "/channels/phone/{id}/test-call/ws",
+            Page,
+            get(test_call::test_call_ws),
+        ),
+        r(
+            g.clone(),
+            test_call::WORKLET_PATH,
+            Page,
+            get(test_call::worklet),
+        ),
         r(g.clone(), "/inbox", Page, get(pages::inbox_page)),
         r(g.clone(), "/inbox/events", Page, get(pages::inbox_events)),
         r(g.clone(), "/inbox/{id}", Page, get(pages::session_page)),
@@ -265,12 +287,41 @@ fn entries() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             Page,
             post(pages::redrive_submit),
         ),
-        r(g.clone(), "/contacts", Page, get(pages::contacts_page)),
+        r(
+            g.clone(),
+            "/contacts",
+            Page,
+            get(contacts_pages::contacts_page),
+        ),
         r(
             p.clone(),
             "/contacts",
             Page,
-            post(pages::create_contact_submit),
+            post(contacts_pages::create_contact_submit),
+        ),
+        r(
+            p.clone(),
+            "/contacts/import",
+            Page,
+            post(contacts_pages::import_contacts_submit),
+        ),
+        r(
+            g.clone(),
+            "/contacts/{id}",
+            Page,
+            get(contacts_pages::contact_page),
+        ),
+        r(
+            p.clone(),
+            "/contacts/{id}",
+            Page,
+            post(contacts_pages::update_contact_submit),
+        ),
+        r(
+            p.clone(),
+            "/contacts/{id}/delete",
+            Page,
+            post(contacts_pages::delete_contact_submit),
         ),
         r(
             g.clone(),
@@ -296,6 +347,36 @@ fn entries() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             "/sandbox/console/conversations/{id}/{action}",
             Page,
             post(pages::sandbox_rep_submit),
+        ),
+        r(
+            g.clone(),
+            "/settings/providers",
+            Page,
+            get(providers::providers_page),
+        ),
+        r(
+            p.clone(),
+            "/settings/providers",
+            Page,
+            post(providers::providers_submit),
+        ),
+        r(
+            g.clone(),
+            "/settings/trunks",
+            Page,
+            get(trunks_page::trunks_page),
+        ),
+        r(
+            p.clone(),
+            "/settings/trunks",
+            Page,
+            post(trunks_page::create_trunk_submit),
+        ),
+        r(
+            p.clone(),
+            "/settings/trunks/{id}/delete",
+            Page,
+            post(trunks_page::delete_trunk_submit),
         ),
         r(g.clone(), "/settings/tokens", Page, get(pages::tokens_page)),
         r(

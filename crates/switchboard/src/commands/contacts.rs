@@ -2,25 +2,22 @@
 //!
 //! Import reads a CSV whose header names the columns (any order), validates
 //! each row on its own and upserts it by phone, so one bad row costs only
-//! itself; the report names each failed row and field.
+//! itself; the report names each failed row and field. The parsing and the
+//! upsert are `switchboard_web::contacts_csv`, shared with the dashboard.
 
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use serde::Serialize;
 use serde_json::json;
 use switchboard_model::{Contact, ContactId, ContactInput, Region, E164};
-use switchboard_store::contacts::Upserted;
 use switchboard_store::Store;
+use switchboard_web::contacts_csv::{self, ImportError};
 
 use crate::app::{App, AUDIT_ACTOR};
 use crate::cli::ContactsCommand;
 use crate::output::{self, or_dash, Table};
 use crate::Failure;
-
-/// The columns an import understands.
-const COLUMNS: &[&str] = &["phone", "name", "email", "external_id"];
 
 pub(crate) async fn run(app: &App, cmd: ContactsCommand) -> anyhow::Result<ExitCode> {
     let store = &app.store;
@@ -108,29 +105,37 @@ pub(crate) async fn run(app: &App, cmd: ContactsCommand) -> anyhow::Result<ExitC
         }
         ContactsCommand::Import { file, json } => {
             let text = read_input(&file)?;
-            let report = import(store, &text, region).await?;
+            let report = contacts_csv::import(store, &text, region)
+                .await
+                .map_err(|e| match e {
+                    ImportError::Csv(e) => Failure::usage(e.to_string()),
+                    e => anyhow::Error::from(e),
+                })?;
             store
                 .audit(
                     AUDIT_ACTOR,
                     "contact.import",
                     &file.display().to_string(),
-                    json!({ "created": report.created, "updated": report.updated, "failed": report.failed.len() }),
+                    json!({ "created": report.created, "updated": report.updated, "failed": report.rejected.len() }),
                 )
                 .await?;
             if json.json {
-                output::json(&report)?;
+                output::json(&report.summary())?;
             } else {
-                for f in &report.failed {
-                    println!("row {}: {}", f.row, f.error);
+                for r in &report.rejected {
+                    println!("row {}: {}", r.row, r.error);
+                }
+                if report.blank > 0 {
+                    println!("skipped {} row(s) without any value", report.blank);
                 }
                 println!(
                     "created {}, updated {}, failed {}",
                     report.created,
                     report.updated,
-                    report.failed.len()
+                    report.rejected.len()
                 );
             }
-            if !report.failed.is_empty() {
+            if !report.rejected.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -162,135 +167,4 @@ fn read_input(path: &Path) -> anyhow::Result<String> {
             .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
     }
     Ok(text)
-}
-
-#[derive(Debug, Default, Serialize)]
-struct ImportReport {
-    created: u64,
-    updated: u64,
-    failed: Vec<RowFailure>,
-}
-
-#[derive(Debug, Serialize)]
-struct RowFailure {
-    /// Line number in the file; the header is row 1.
-    row: u64,
-    error: String,
-}
-
-async fn import(store: &Store, text: &str, region: Region) -> anyhow::Result<ImportReport> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let header = reader
-        .headers()
-        .map_err(|e| Failure::usage(format!("CSV header: {e}")))?
-        .clone();
-    let columns = Columns::from_header(&header)?;
-
-    let mut report = ImportReport::default();
-    for record in reader.records() {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let row = e.position().map_or(0, |p| p.line());
-                report.failed.push(RowFailure {
-                    row,
-                    error: format!("not readable as CSV: {e}"),
-                });
-                continue;
-            }
-        };
-        let row = record.position().map_or(0, |p| p.line());
-        if record.len() > header.len() {
-            report.failed.push(RowFailure {
-                row,
-                error: format!(
-                    "has {} fields but the header names {}",
-                    record.len(),
-                    header.len()
-                ),
-            });
-            continue;
-        }
-        let input = columns.input(&record);
-        let outcome = match input.validate(region) {
-            Ok(spec) => store.upsert_contact(&spec).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match outcome {
-            Ok((_, Upserted::Created)) => report.created += 1,
-            Ok((_, Upserted::Updated)) => report.updated += 1,
-            Err(error) => report.failed.push(RowFailure { row, error }),
-        }
-    }
-    Ok(report)
-}
-
-/// Positions of the known columns in the header.
-struct Columns {
-    phone: usize,
-    name: Option<usize>,
-    email: Option<usize>,
-    external_id: Option<usize>,
-}
-
-impl Columns {
-    fn from_header(header: &csv::StringRecord) -> anyhow::Result<Columns> {
-        let names: Vec<String> = header
-            .iter()
-            .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
-            .collect();
-        let unknown: Vec<&str> = names
-            .iter()
-            .map(String::as_str)
-            .filter(|n| !COLUMNS.contains(n))
-            .collect();
-        if !unknown.is_empty() {
-            return Err(Failure::usage(format!(
-                "CSV header: unknown column(s) {}; the columns are {} (phone required, any order)",
-                unknown
-                    .iter()
-                    .map(|u| format!("{u:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                COLUMNS.join(", ")
-            )));
-        }
-        for (i, n) in names.iter().enumerate() {
-            if names[..i].contains(n) {
-                return Err(Failure::usage(format!(
-                    "CSV header: column {n:?} appears twice"
-                )));
-            }
-        }
-        let pos = |col: &str| names.iter().position(|n| n == col);
-        let phone = pos("phone").ok_or_else(|| {
-            Failure::usage(format!(
-                "CSV header: no phone column; the first row must name the columns, such as {}",
-                COLUMNS.join(",")
-            ))
-        })?;
-        Ok(Columns {
-            phone,
-            name: pos("name"),
-            email: pos("email"),
-            external_id: pos("external_id"),
-        })
-    }
-
-    fn input(&self, record: &csv::StringRecord) -> ContactInput {
-        let get = |i: Option<usize>| {
-            i.and_then(|i| record.get(i))
-                .map(str::to_string)
-                .filter(|s| !s.is_empty())
-        };
-        ContactInput {
-            phone: get(Some(self.phone)).unwrap_or_default(),
-            name: get(self.name).unwrap_or_default(),
-            email: get(self.email),
-            external_id: get(self.external_id),
-        }
-    }
 }

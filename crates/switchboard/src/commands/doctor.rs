@@ -130,6 +130,7 @@ async fn check_all(config: &Config) -> Vec<Check> {
     let (key_check, secrets) = check_secret_key(config);
     checks.push(key_check);
     checks.push(check_database(config, secrets).await);
+    checks.extend(check_providers(config).await);
     checks.push(check_http(config));
     checks.push(check_sandbox(config));
     checks.push(check_sip(config));
@@ -518,6 +519,71 @@ fn check_salesforce(config: &Config) -> Vec<Check> {
                 "fix salesforce.jwt_private_key_file or the file's permissions",
             )),
         }
+    }
+    checks
+}
+
+/// Agents that pick a cloud provider whose key is not set run on the offline
+/// speech (or the playbook): say so before a caller notices.
+async fn check_providers(config: &Config) -> Vec<Check> {
+    use switchboard_model::{Brain, SttProvider, TtsProvider};
+    if config.database.sqlite_path().is_some_and(|p| !p.exists()) {
+        return Vec::new();
+    }
+    let Ok(store) = connect(config, SecretBox::ephemeral(), Duration::from_secs(3)).await else {
+        return Vec::new(); // the database check reports it
+    };
+    let (Ok(agents), Ok(p)) = (
+        store.list_agents().await,
+        switchboard_web::providers::load_sealed(&store).await,
+    ) else {
+        store.close().await;
+        return Vec::new();
+    };
+    store.close().await;
+    let fix = "add the key under Settings → Speech & LLM in the dashboard";
+    let mut checks = Vec::new();
+    for a in &agents {
+        let s = &a.spec;
+        let mut missing = Vec::new();
+        if s.stt_provider == SttProvider::Deepgram && p.deepgram.api_key.is_none() {
+            missing.push("Deepgram");
+        }
+        if (s.stt_provider == SttProvider::Openai || s.tts_provider == TtsProvider::Openai)
+            && p.openai.api_key.is_none()
+        {
+            missing.push("OpenAI speech");
+        }
+        if s.tts_provider == TtsProvider::Elevenlabs && p.elevenlabs.api_key.is_none() {
+            missing.push("ElevenLabs");
+        }
+        if s.brain == Brain::Llm && config.llm.is_none() && p.llm.base_url.is_empty() {
+            checks.push(Check::warn(
+                "providers",
+                format!(
+                    "agent {} uses the LLM brain but no LLM is configured: it runs the playbook",
+                    s.name
+                ),
+                "set the LLM under Settings → Speech & LLM, or [llm] in the config file",
+            ));
+        }
+        if !missing.is_empty() {
+            checks.push(Check::warn(
+                "providers",
+                format!(
+                    "agent {} picks {} without an API key: its calls use the offline speech",
+                    s.name,
+                    missing.join(" and ")
+                ),
+                fix,
+            ));
+        }
+    }
+    if checks.is_empty() && !agents.is_empty() {
+        checks.push(Check::ok(
+            "providers",
+            "every agent's speech and brain providers are configured",
+        ));
     }
     checks
 }

@@ -11,6 +11,7 @@ pub(crate) mod agents;
 pub(crate) mod call;
 pub(crate) mod contacts;
 pub(crate) mod demo;
+pub(crate) mod dial;
 pub(crate) mod doctor;
 pub(crate) mod handoffs;
 pub(crate) mod migrate;
@@ -34,5 +35,6 @@ pub(crate) async fn dispatch(app: &App, command: DataCommand) -> anyhow::Result<
         DataCommand::Salesforce(cmd) => salesforce::run(app, cmd).await,
         DataCommand::Users(cmd) => users::run(app, cmd).await,
         DataCommand::Demo(args) => demo::run(app, args).await,
+        DataCommand::Dial(args) => dial::run(app, args).await,
     }
 }

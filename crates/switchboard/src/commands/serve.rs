@@ -17,6 +17,9 @@ use switchboard_store::{Store, StoreError};
 use switchboard_web::{AppState, WebSettings};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
+
+/// Browser test calls at once on one server: they share its speech models.
+const BROWSER_CALLS_MAX: usize = 4;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -101,7 +104,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<ExitCode> {
         notify.clone(),
         workers_stop,
     );
-    let telephony = wiring::start_telephony(&config, &store, notify.clone()).await?;
+    let engines = wiring::call_engines(&config, &store, notify.clone()).await;
+    let telephony = wiring::start_telephony(&config, &store, engines.clone()).await?;
     if let Some(t) = &telephony {
         println!("SIP: {} (UDP and TCP)", t.local_addr());
     }
@@ -111,10 +115,17 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<ExitCode> {
     if let Some(s) = &sandbox {
         state = state.with_sandbox(s.sandbox.clone());
     }
+    state = state.with_browser_calls(Arc::new(crate::browser::BrowserPhone {
+        engines,
+        recordings_dir: config.storage.recordings_dir.clone(),
+        live: Default::default(),
+        max_live: BROWSER_CALLS_MAX,
+    }));
     if let Some(t) = &telephony {
         state = state.with_dialer(Arc::new(crate::calls::TelephonyDialer {
             telephony: t.clone(),
         }));
+        wiring::follow_trunk_changes(t.clone(), state.trunks_changed.clone());
     }
 
     // The signal starts a graceful shutdown; the grace period bounds it.

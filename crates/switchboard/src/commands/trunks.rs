@@ -114,7 +114,12 @@ fn trunk_input(args: TrunkAddArgs) -> anyhow::Result<TrunkInput> {
         outbound_password,
         register: args.register,
         outbound_caller_id: args.caller_id,
-        transfer: Default::default(),
+        transfer: match args.transfer.as_deref() {
+            None => Default::default(),
+            Some(t) => t
+                .parse()
+                .map_err(|_| Failure::usage(format!("--transfer {t}: use bridge or refer")))?,
+        },
     })
 }
 
@@ -175,6 +180,7 @@ fn show(t: &Trunk) {
         ("outbound password", set(t.outbound_password_set)),
         ("register", t.register.to_string()),
         ("caller id", or_dash(t.outbound_caller_id.as_ref())),
+        ("transfer", t.transfer.to_string()),
         ("created", t.created_at.to_string()),
     ]);
 }
