@@ -3,11 +3,14 @@
 // run in order and build on each other: one browser, one login.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import {
-  SANDBOX_DEPLOYMENT, SANDBOX_ORG_ID, WAIT_MS, env, handOff, launch, overflows, screenshots, textCall,
+  SANDBOX_DEPLOYMENT, SANDBOX_ORG_ID, WAIT_MS, api, env, handOff, launch, overflows, screenshots, textCall,
   until,
 } from "./lib.mjs";
 
+const run = promisify(execFile);
 const AGENT = "E2E Support";
 const NUMBER = "+14155550142";
 let browser;
@@ -163,9 +166,18 @@ describe("dashboard", { timeout: 180_000 }, () => {
 
   test("broken Salesforce settings: Troubleshooting names the failure; fixed and re-driven, it is delivered", async () => {
     await saveMiaw({ url: env.sandbox, orgId: "00D000000000999", deployment: SANDBOX_DEPLOYMENT });
-    const id = await textCall(AGENT, "+14155550133", "Put me through to someone please");
+    // Another real phone call, by the test caller, that asks for a person.
+    await api("POST", "/api/v1/trunks", { name: "e2e-dashboard", host: "127.0.0.1", allowed_cidrs: ["127.0.0.1/32"] });
+    await run(env.bin, [
+      "call", "--to", `sip:${NUMBER}@${env.sip}`, "--from", "+14155550133",
+      "--say", "I need to speak with a person", "--timeout", "60",
+    ], { timeout: 90_000, maxBuffer: 1 << 20 }).catch((e) => {
+      throw new Error(`switchboard call failed (${e.code}):\n${e.stdout}\n${e.stderr}`);
+    });
+    const agents = await api("GET", "/api/v1/agents");
+    const agentId = agents.find((a) => a.name === AGENT).id;
+    const id = (await api("GET", `/api/v1/sessions?agent=${agentId}`)).find((s) => s.from === "+14155550133").id;
     sessions.failed = id;
-    await handOff(id, "Caller asked for a person");
     const row = page.locator(`tr:has(a[href="/inbox/${id}"])`);
     await until("Troubleshooting to list the failing handoff", async () => {
       await page.goto(`${env.base}/troubleshooting`);
@@ -183,7 +195,7 @@ describe("dashboard", { timeout: 180_000 }, () => {
     await page.fill("#check-session", id);
     await Promise.all([page.waitForURL(/session=/), page.click("button:has-text('Check')")]);
     const diagnosis = await page.locator("#transcript-check").textContent();
-    assert.match(diagnosis, /2 turn\(s\) were recorded/);
+    assert.match(diagnosis, /\d+ turn\(s\) were recorded/);
     assert.match(diagnosis, /Delivery gave up/);
     await screenshots(page, "troubleshooting-failing");
 
@@ -201,7 +213,7 @@ describe("dashboard", { timeout: 180_000 }, () => {
       (await status.getAttribute("data-status")) === "delivered", 20_000);
     assert.match(await page.locator("#handoff").textContent(), /Salesforce conversation/);
     await page.goto(`${env.base}/troubleshooting?session=${id}`);
-    assert.match(await page.locator("#transcript-check").textContent(), /Delivered: Salesforce acknowledged all 4 messages/);
+    assert.match(await page.locator("#transcript-check").textContent(), /Delivered: Salesforce acknowledged all \d+ messages/);
   });
 
   test("the main navigation is reachable with the keyboard", async () => {
