@@ -340,12 +340,14 @@ pub(crate) async fn start_telephony(
 }
 
 /// How often trunk registrations are reconciled with the store even without
-/// a change made through this server (the CLI is another process).
+/// a change made through this server (the CLI is another process; its
+/// number and agent changes reach routing within telephony's 1 s cache).
 const TRUNK_RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
-/// Keeps REGISTER keepers in line with the trunks: at once when the API or
-/// the dashboard changes one, and every [`TRUNK_RECONCILE_EVERY`] otherwise.
-pub(crate) fn follow_trunk_changes(
+/// Keeps telephony in line with the store: when the API or the dashboard
+/// changes an agent, a number or a trunk, the routing cache is dropped and
+/// REGISTER keepers follow at once; every [`TRUNK_RECONCILE_EVERY`] otherwise.
+pub(crate) fn follow_routing_changes(
     telephony: switchboard_telephony::Telephony,
     changed: Arc<Notify>,
 ) {
@@ -355,6 +357,7 @@ pub(crate) fn follow_trunk_changes(
                 _ = changed.notified() => {}
                 _ = tokio::time::sleep(TRUNK_RECONCILE_EVERY) => {}
             }
+            telephony.reload_routing();
             match telephony.reload_trunks().await {
                 Ok(r) if r.started + r.stopped > 0 => {
                     info!(

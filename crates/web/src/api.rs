@@ -38,6 +38,14 @@ pub(crate) async fn audit(
     {
         tracing::warn!(error = %e, action, "could not write audit entry");
     }
+    // Every change to what routes a call passes through here: telephony
+    // drops its routing cache and follows trunk registrations at once.
+    if ["agent.", "number.", "trunk."]
+        .iter()
+        .any(|p| action.starts_with(p))
+    {
+        state.routing_changed.notify_one();
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -464,7 +472,6 @@ pub async fn create_trunk(
         json!({ "id": trunk.id }),
     )
     .await;
-    s.trunks_changed.notify_one();
     Ok((StatusCode::CREATED, Json(trunk)))
 }
 
@@ -489,7 +496,6 @@ pub async fn delete_trunk(
     let t = s.store.find_trunk(&trunk).await?;
     s.store.delete_trunk(t.id).await?;
     audit(&s, &caller, "trunk.delete", &t.name, json!({ "id": t.id })).await;
-    s.trunks_changed.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 

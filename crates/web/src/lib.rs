@@ -84,8 +84,9 @@ pub struct AppState {
     pub handoff_notify: Arc<Notify>,
     /// Places outbound calls (`None`: telephony is off).
     pub dialer: Option<Arc<dyn calls_api::Dialer>>,
-    /// Poked when trunks are added or removed, so SIP registration follows.
-    pub trunks_changed: Arc<Notify>,
+    /// Poked when agents, numbers or trunks change, so telephony's routing
+    /// cache and trunk registrations follow at once.
+    pub routing_changed: Arc<Notify>,
     /// Starts browser test calls on the voice engine (`None`: not wired).
     pub browser_calls: Option<Arc<dyn test_call::BrowserCalls>>,
     pub(crate) limiter: Arc<auth::LoginLimiter>,
@@ -104,7 +105,7 @@ impl AppState {
             handoff_notify: Arc::new(Notify::new()),
             dialer: None,
             browser_calls: None,
-            trunks_changed: Arc::new(Notify::new()),
+            routing_changed: Arc::new(Notify::new()),
             limiter: Arc::new(limiter),
         }
     }

@@ -247,7 +247,6 @@ pub async fn create_trunk_submit(
                 json!({ "id": trunk.id }),
             )
             .await;
-            s.trunks_changed.notify_one();
             see_other("/settings/trunks")
         }
         Err(e) if e.status().is_client_error() => {
@@ -284,7 +283,6 @@ pub async fn delete_trunk_submit(
         json!({ "id": trunk.id }),
     )
     .await;
-    s.trunks_changed.notify_one();
     see_other("/settings/trunks")
 }
 

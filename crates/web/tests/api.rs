@@ -415,3 +415,36 @@ async fn api_works_on_postgres_too() {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
 }
+
+/// Changes to what routes a call (agents, numbers, trunks) poke telephony
+/// at once; other changes do not.
+#[tokio::test]
+async fn routing_changes_notify_telephony() {
+    use std::time::Duration;
+    let app = App::sqlite().await;
+    let changed = app.state.routing_changed.clone();
+    let poked = || async {
+        tokio::time::timeout(Duration::from_millis(200), changed.notified())
+            .await
+            .is_ok()
+    };
+    let r = app
+        .api(Method::POST, "/api/v1/agents", Some(r#"{"name":"Desk"}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(poked().await, "agent.create");
+    let r = app
+        .api(
+            Method::POST,
+            "/api/v1/numbers",
+            Some(r#"{"number":"+14155550100","agent":"Desk"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(poked().await, "number.add");
+    let r = app
+        .api(Method::POST, "/api/v1/tokens", Some(r#"{"name":"ci"}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(!poked().await, "a token is not routing");
+}

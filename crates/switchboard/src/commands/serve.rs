@@ -125,7 +125,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<ExitCode> {
         state = state.with_dialer(Arc::new(crate::calls::TelephonyDialer {
             telephony: t.clone(),
         }));
-        wiring::follow_trunk_changes(t.clone(), state.trunks_changed.clone());
+        wiring::follow_routing_changes(t.clone(), state.routing_changed.clone());
     }
 
     // The signal starts a graceful shutdown; the grace period bounds it.
