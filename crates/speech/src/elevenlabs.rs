@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::resample::FrameAssembler;
-use crate::{runtime, Frame, SpeechError, TextToSpeech, TtsStream, TTS_CHANNEL_FRAMES};
+use crate::{Frame, SpeechError, TextToSpeech, TtsStream};
 
 const PROVIDER: &str = "elevenlabs";
 
@@ -118,23 +118,9 @@ impl TextToSpeech for ElevenLabsTts {
     }
 
     fn synthesize(&self, text: &str) -> TtsStream {
-        let rt = match runtime() {
-            Ok(rt) => rt,
-            Err(e) => return TtsStream::failed(e),
-        };
-        let (tx, rx) = mpsc::channel(TTS_CHANNEL_FRAMES);
         let this = self.clone();
         let text = text.to_owned();
-        rt.spawn(async move {
-            let work = this.stream(&text, &tx);
-            tokio::select! {
-                _ = tx.closed() => {} // cancelled: dropping `work` drops the response
-                result = work => if let Err(e) = result {
-                    let _ = tx.send(Err(e)).await;
-                }
-            }
-        });
-        TtsStream { frames: rx }
+        crate::spawn_tts(move |tx| async move { this.stream(&text, &tx).await })
     }
 }
 

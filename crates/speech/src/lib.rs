@@ -369,6 +369,31 @@ fn runtime() -> Result<tokio::runtime::Handle, SpeechError> {
     tokio::runtime::Handle::try_current().map_err(|_| SpeechError::NoRuntime)
 }
 
+/// Runs `work` as the task behind a [`TtsStream`]: the frames it sends reach
+/// the stream, an error it returns is sent last, and dropping the stream
+/// drops `work` (and with it the provider's response or process).
+fn spawn_tts<F, Fut>(work: F) -> TtsStream
+where
+    F: FnOnce(mpsc::Sender<Result<Frame, SpeechError>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), SpeechError>> + Send + 'static,
+{
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return TtsStream::failed(e),
+    };
+    let (tx, rx) = mpsc::channel(TTS_CHANNEL_FRAMES);
+    rt.spawn(async move {
+        let last = tx.clone();
+        tokio::select! {
+            _ = last.closed() => {} // cancelled
+            result = work(tx) => if let Err(e) = result {
+                let _ = last.send(Err(e)).await;
+            }
+        }
+    });
+    TtsStream { frames: rx }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

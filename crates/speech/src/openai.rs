@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::resample::{PcmDecoder, ToFrames};
 use crate::{
     runtime, Frame, SpeechError, SpeechToText, SttEvent, SttInput, SttStream, TextToSpeech,
-    TtsStream, STT_CHANNEL_INPUTS, TTS_CHANNEL_FRAMES,
+    TtsStream, STT_CHANNEL_INPUTS,
 };
 
 const TTS: &str = "openai tts";
@@ -110,23 +110,9 @@ impl TextToSpeech for OpenAiTts {
     }
 
     fn synthesize(&self, text: &str) -> TtsStream {
-        let rt = match runtime() {
-            Ok(rt) => rt,
-            Err(e) => return TtsStream::failed(e),
-        };
-        let (tx, rx) = mpsc::channel(TTS_CHANNEL_FRAMES);
         let this = self.clone();
         let text = text.to_owned();
-        rt.spawn(async move {
-            let work = this.stream(&text, &tx);
-            tokio::select! {
-                _ = tx.closed() => {} // cancelled: dropping `work` drops the response
-                result = work => if let Err(e) = result {
-                    let _ = tx.send(Err(e)).await;
-                }
-            }
-        });
-        TtsStream { frames: rx }
+        crate::spawn_tts(move |tx| async move { this.stream(&text, &tx).await })
     }
 }
 
