@@ -155,29 +155,51 @@ impl Plan {
     }
 }
 
-/// A chain of speech-to-text providers used as one.
-#[derive(Clone)]
-pub struct FallbackStt {
-    providers: Vec<Arc<dyn SpeechToText>>,
+/// A chain of providers used as one: [`FallbackStt`] or [`FallbackTts`].
+pub struct Fallback<P: ?Sized> {
+    providers: Vec<Arc<P>>,
     name: String,
     config: FallbackConfig,
     counters: Arc<Counters>,
 }
 
-impl FallbackStt {
+/// A chain of speech-to-text providers used as one.
+pub type FallbackStt = Fallback<dyn SpeechToText>;
+/// A chain of text-to-speech providers used as one.
+pub type FallbackTts = Fallback<dyn TextToSpeech>;
+
+/// A provider a [`Fallback`] chain can hold: it has a name.
+pub trait ChainLink {
+    /// The provider's short name.
+    fn link_name(&self) -> &str;
+}
+
+impl ChainLink for dyn SpeechToText {
+    fn link_name(&self) -> &str {
+        self.name()
+    }
+}
+
+impl ChainLink for dyn TextToSpeech {
+    fn link_name(&self) -> &str {
+        self.name()
+    }
+}
+
+impl<P: ?Sized + ChainLink> Fallback<P> {
     /// A chain trying `providers` in order, with default timeouts.
-    pub fn new(providers: Vec<Arc<dyn SpeechToText>>) -> Self {
+    pub fn new(providers: Vec<Arc<P>>) -> Self {
         Self::with_config(providers, FallbackConfig::default())
     }
 
     /// A chain with explicit timeouts.
-    pub fn with_config(providers: Vec<Arc<dyn SpeechToText>>, config: FallbackConfig) -> Self {
+    pub fn with_config(providers: Vec<Arc<P>>, config: FallbackConfig) -> Self {
         let name = providers
             .iter()
-            .map(|p| p.name())
+            .map(|p| p.link_name())
             .collect::<Vec<_>>()
             .join(">");
-        FallbackStt {
+        Fallback {
             counters: Arc::new(Counters::new(providers.len())),
             providers,
             name,
@@ -188,13 +210,25 @@ impl FallbackStt {
     /// Retries, fallbacks and who served, so far.
     pub fn stats(&self) -> FallbackStats {
         self.counters
-            .snapshot(self.providers.iter().map(|p| p.name().to_owned()))
+            .snapshot(self.providers.iter().map(|p| p.link_name().to_owned()))
     }
 }
 
-impl std::fmt::Debug for FallbackStt {
+// By hand: a derive would ask `P: Clone`, which no `dyn` provider is.
+impl<P: ?Sized> Clone for Fallback<P> {
+    fn clone(&self) -> Self {
+        Fallback {
+            providers: self.providers.clone(),
+            name: self.name.clone(),
+            config: self.config.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+impl<P: ?Sized> std::fmt::Debug for Fallback<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FallbackStt")
+        f.debug_struct("Fallback")
             .field("name", &self.name)
             .field("config", &self.config)
             .finish()
@@ -386,52 +420,6 @@ struct Attempt {
     timed_out: bool,
     /// The provider dropped its audio receiver.
     gone: bool,
-}
-
-/// A chain of text-to-speech providers used as one.
-#[derive(Clone)]
-pub struct FallbackTts {
-    providers: Vec<Arc<dyn TextToSpeech>>,
-    name: String,
-    config: FallbackConfig,
-    counters: Arc<Counters>,
-}
-
-impl FallbackTts {
-    /// A chain trying `providers` in order, with default timeouts.
-    pub fn new(providers: Vec<Arc<dyn TextToSpeech>>) -> Self {
-        Self::with_config(providers, FallbackConfig::default())
-    }
-
-    /// A chain with explicit timeouts.
-    pub fn with_config(providers: Vec<Arc<dyn TextToSpeech>>, config: FallbackConfig) -> Self {
-        let name = providers
-            .iter()
-            .map(|p| p.name())
-            .collect::<Vec<_>>()
-            .join(">");
-        FallbackTts {
-            counters: Arc::new(Counters::new(providers.len())),
-            providers,
-            name,
-            config,
-        }
-    }
-
-    /// Retries, fallbacks and who served, so far.
-    pub fn stats(&self) -> FallbackStats {
-        self.counters
-            .snapshot(self.providers.iter().map(|p| p.name().to_owned()))
-    }
-}
-
-impl std::fmt::Debug for FallbackTts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FallbackTts")
-            .field("name", &self.name)
-            .field("config", &self.config)
-            .finish()
-    }
 }
 
 impl TextToSpeech for FallbackTts {

@@ -77,7 +77,7 @@ mod locate;
 pub use deepgram::{DeepgramConfig, DeepgramStt};
 pub use elevenlabs::{ElevenLabsConfig, ElevenLabsTts};
 pub use espeak::{EspeakConfig, EspeakTts};
-pub use fallback::{FallbackConfig, FallbackStats, FallbackStt, FallbackTts};
+pub use fallback::{ChainLink, Fallback, FallbackConfig, FallbackStats, FallbackStt, FallbackTts};
 pub use locate::{piper_voice_path, venv_dir, venv_python, whisper_model_dir};
 pub use openai::{OpenAiConfig, OpenAiStt, OpenAiTts};
 pub use piper::{PiperConfig, PiperTts};
