@@ -126,7 +126,7 @@ describe("calls", { timeout: 300_000 }, () => {
       /9 ?am|nine|monday/i.test((await list.locator("li.ai").allTextContents()).join(" ")),
     60_000);
     assert.ok(await list.locator("li.caller").count() >= 1, "the caller's words are shown");
-    assert.match((await list.locator("li.caller").allTextContents()).join(" ").toLowerCase(), /opening hours/);
+    assert.match((await list.locator("li.caller").allTextContents()).join(" ").toLowerCase(), /what are your opening/);
     await screenshots(page, "test-call");
     const session = await page.locator("section.testcall").getAttribute("data-session");
     assert.ok(session, "the page knows its session");

@@ -75,6 +75,20 @@ fn tone(n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The agent's id, then `serve` (SIP off) started, and a dashboard login.
+fn serve_and_log_in(sb: &Sandbox, agent: &str) -> (String, Server, SocketAddr, String) {
+    let id = sb.ok(&["agents", "show", agent, "--json"]).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut cmd = sb.cmd(&["serve", "--http", "127.0.0.1:0", "--sip", "off"]);
+    cmd.env("SWITCHBOARD_ADMIN_PASSWORD", "correct horse battery");
+    let mut server = Server::start(cmd);
+    let addr = server.wait_for_dashboard();
+    let cookie = login(addr);
+    (id, server, addr, cookie)
+}
+
 async fn connect(
     addr: SocketAddr,
     cookie: &str,
@@ -188,15 +202,7 @@ async fn a_browser_test_call_talks_to_the_agent_and_lands_in_the_inbox() {
         "--greeting",
         "Hello from the front desk.",
     ]);
-    let agent = sb.ok(&["agents", "show", "Front desk", "--json"]).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut cmd = sb.cmd(&["serve", "--http", "127.0.0.1:0", "--sip", "off"]);
-    cmd.env("SWITCHBOARD_ADMIN_PASSWORD", "correct horse battery");
-    let mut server = Server::start(cmd);
-    let addr = server.wait_for_dashboard();
-    let cookie = login(addr);
+    let (agent, mut server, addr, cookie) = serve_and_log_in(&sb, "Front desk");
 
     let (status, page) = get_page(addr, &format!("/channels/phone/{agent}/test-call"), &cookie);
     assert_eq!(status, 200);
@@ -303,15 +309,7 @@ async fn cloud_providers_from_the_settings_serve_the_call_and_fall_back_offline(
     )
     .unwrap();
     sb.ok(&["agents", "add", "--from-json", agent_json.to_str().unwrap()]);
-    let agent = sb.ok(&["agents", "show", "Cloud desk", "--json"]).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut cmd = sb.cmd(&["serve", "--http", "127.0.0.1:0", "--sip", "off"]);
-    cmd.env("SWITCHBOARD_ADMIN_PASSWORD", "correct horse battery");
-    let mut server = Server::start(cmd);
-    let addr = server.wait_for_dashboard();
-    let cookie = login(addr);
+    let (agent, mut server, addr, cookie) = serve_and_log_in(&sb, "Cloud desk");
 
     // Settings → Speech & LLM, through the page as a user fills it.
     let (status, page) = get_page(addr, "/settings/providers", &cookie);

