@@ -53,15 +53,26 @@ impl Channel {
         self.start + self.pending.len() as u64
     }
 
-    /// The sample at `pos`, the next position to be written.
-    fn take(&mut self, pos: u64) -> i16 {
-        if pos >= self.start {
-            if let Some(s) = self.pending.pop_front() {
-                self.start = pos + 1;
-                return s;
-            }
+    /// Writes this channel's samples for the positions `base..` that `out`
+    /// (interleaved frames of four bytes) covers, at byte `offset` of each
+    /// frame: silence before `start` and after the pending samples run out.
+    fn drain_into(&mut self, base: u64, out: &mut [u8], offset: usize) {
+        let frames = out.len() / BYTES_PER_FRAME as usize;
+        let lead = usize::try_from(self.start.saturating_sub(base))
+            .unwrap_or(usize::MAX)
+            .min(frames);
+        let count = self.pending.len().min(frames - lead);
+        if count == 0 {
+            return;
         }
-        0
+        let at = out
+            .chunks_exact_mut(BYTES_PER_FRAME as usize)
+            .skip(lead)
+            .map(|frame| &mut frame[offset..offset + 2]);
+        for (slot, sample) in at.zip(self.pending.drain(..count)) {
+            slot.copy_from_slice(&sample.to_le_bytes());
+        }
+        self.start = base + (lead + count) as u64;
     }
 }
 
@@ -159,17 +170,13 @@ impl<W: Write + Seek> StereoRecorder<W> {
 
     fn write_until(&mut self, target: u64) -> Result<(), MediaError> {
         while self.written < target {
-            let n = (target - self.written).min(CHUNK as u64);
+            let n = (target - self.written).min(CHUNK as u64) as usize;
             self.scratch.clear();
-            for i in 0..n {
-                let pos = self.written + i;
-                let left = self.caller.take(pos);
-                let right = self.agent.take(pos);
-                self.scratch.extend_from_slice(&left.to_le_bytes());
-                self.scratch.extend_from_slice(&right.to_le_bytes());
-            }
+            self.scratch.resize(n * BYTES_PER_FRAME as usize, 0);
+            self.caller.drain_into(self.written, &mut self.scratch, 0);
+            self.agent.drain_into(self.written, &mut self.scratch, 2);
             self.sink.write_all(&self.scratch)?;
-            self.written += n;
+            self.written += n as u64;
         }
         for channel in [&mut self.caller, &mut self.agent] {
             if channel.pending.is_empty() {

@@ -34,11 +34,15 @@
 
 #![allow(clippy::unwrap_used)] // reason: a benchmark aborts on setup failure
 
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+use nix::sys::time::TimeSpec;
 use switchboard_media::rtp::{RtpHeader, RtpPacket};
 use switchboard_rtp::{bridge, BridgeHandle, MediaConfig, MediaEngine, PortRange};
 use tokio::net::UdpSocket;
@@ -93,13 +97,12 @@ fn main() {
         .unwrap();
     let relay = relay_runtime.handle().clone();
     runtime.block_on(async move {
-        let epoch = Instant::now();
         let rss_per_idle_leg_kib = idle_leg_rss(&relay).await;
         let rss_per_idle_bridge_kib = idle_bridge_rss(&relay).await;
         let mut rows = Vec::new();
         for &n in &calls {
-            let baseline = run_baseline(&relay, n, secs, epoch).await;
-            let bridged = run_bridge(&relay, n, secs, epoch, record_dir.as_deref()).await;
+            let baseline = run_baseline(&relay, n, secs).await;
+            let bridged = run_bridge(&relay, n, secs, record_dir.as_deref()).await;
             rows.push((baseline, bridged));
         }
         if record_dir.is_some() {
@@ -229,13 +232,21 @@ struct PeerResult {
     delays_us: Vec<u32>,
 }
 
-async fn run_peers(groups: Vec<Group>, secs: u64, epoch: Instant) -> (PeerResult, f64, f64) {
+async fn run_peers(groups: Vec<Group>, secs: u64) -> (PeerResult, f64, f64) {
     let cpu_before = cpu_seconds();
     let relay_before = relay_cpu_seconds();
+    // Independent callers' packets arrive at independent phases of the
+    // 20 ms clock: spread the groups' ticks evenly over one period rather
+    // than sending every call's packet in one burst.
+    let count = groups.len().max(1) as u32;
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
     let tasks: Vec<_> = groups
         .into_iter()
         .enumerate()
-        .map(|(i, group)| tokio::spawn(peer_task(group, secs, epoch, (i * PEER_GROUP) as u32)))
+        .map(|(i, group)| {
+            let first_tick = start + Duration::from_millis(20) * i as u32 / count;
+            tokio::spawn(peer_task(group, secs, first_tick, (i * PEER_GROUP) as u32))
+        })
         .collect();
     let mut total = PeerResult::default();
     for task in tasks {
@@ -249,46 +260,87 @@ async fn run_peers(groups: Vec<Group>, secs: u64, epoch: Instant) -> (PeerResult
     (total, cpu, relay_cpu)
 }
 
-async fn peer_task(group: Group, secs: u64, epoch: Instant, first_id: u32) -> PeerResult {
+async fn peer_task(
+    group: Group,
+    secs: u64,
+    first_tick: tokio::time::Instant,
+    first_id: u32,
+) -> PeerResult {
     let mut result = PeerResult::default();
-    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    let mut ticker = tokio::time::interval_at(first_tick, Duration::from_millis(20));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let end_send = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let end_send = first_tick + Duration::from_secs(secs);
     let end = end_send + Duration::from_millis(400);
     let (mut seq, mut ts) = (0u16, 0u32);
     let mut buf_a = [0u8; 512];
     let mut buf_b = [0u8; 512];
     let mut packet = Vec::with_capacity(200);
+    for sock in [&group.a, &group.b] {
+        // The kernel stamps each datagram as it is queued on the peer's
+        // socket, so the peer's own wake-up delay stays out of the figure.
+        setsockopt(sock, sockopt::ReceiveTimestampns, &true).unwrap();
+    }
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 let now = tokio::time::Instant::now();
                 if now >= end { break; }
                 if now < end_send {
-                    let payload = tagged_payload(epoch);
                     for (i, call) in group.calls.iter().enumerate() {
-                        packet.clear();
-                        RtpHeader { marker: false, payload_type: 0, sequence: seq, timestamp: ts, ssrc: first_id + i as u32 }
-                            .write(&payload, &mut packet);
-                        if group.a.send_to(&packet, call.a_to).await.is_ok() { result.sent += 1; }
-                        if group.b.send_to(&packet, call.b_to).await.is_ok() { result.sent += 1; }
+                        for (sock, to) in [(&group.a, call.a_to), (&group.b, call.b_to)] {
+                            // Stamped just before its own send.
+                            packet.clear();
+                            RtpHeader { marker: false, payload_type: 0, sequence: seq, timestamp: ts, ssrc: first_id + i as u32 }
+                                .write(&tagged_payload(), &mut packet);
+                            if sock.send_to(&packet, to).await.is_ok() { result.sent += 1; }
+                        }
                     }
                     seq = seq.wrapping_add(1);
                     ts = ts.wrapping_add(160);
                 }
             }
-            Ok((len, _)) = group.a.recv_from(&mut buf_a) => record(&buf_a[..len], epoch, &mut result),
-            Ok((len, _)) = group.b.recv_from(&mut buf_b) => record(&buf_b[..len], epoch, &mut result),
+            Ok((len, at)) = recv_stamped(&group.a, &mut buf_a) => record(&buf_a[..len], at, &mut result),
+            Ok((len, at)) = recv_stamped(&group.b, &mut buf_b) => record(&buf_b[..len], at, &mut result),
         }
     }
     result
 }
 
-fn tagged_payload(epoch: Instant) -> [u8; 160] {
+/// Receives one datagram and the kernel's receive time (µs of the
+/// realtime clock, wrapping), if the kernel gave one.
+async fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Option<u32>)> {
+    let fd = sock.as_raw_fd();
+    sock.async_io(tokio::io::Interest::READABLE, || {
+        let mut iov = [IoSliceMut::new(buf)];
+        let mut space = nix::cmsg_space!(TimeSpec);
+        let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_DONTWAIT)
+            .map_err(std::io::Error::from)?;
+        let at = msg.cmsgs().ok().and_then(|mut cmsgs| {
+            cmsgs.find_map(|c| match c {
+                ControlMessageOwned::ScmTimestampns(t) => {
+                    Some((t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000) as u32)
+                }
+                _ => None,
+            })
+        });
+        Ok((msg.bytes, at))
+    })
+    .await
+}
+
+/// Microseconds of the realtime clock (the kernel's receive stamps use it),
+/// wrapping at 32 bits.
+fn realtime_us() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u32)
+}
+
+fn tagged_payload() -> [u8; 160] {
     // A loud-ish µ-law pattern; bytes 0x80..=0x8F and 0x99 round-trip
     // through decode/encode unchanged.
     let mut payload = [0xA0u8; 160];
-    let us = epoch.elapsed().as_micros() as u32;
+    let us = realtime_us();
     payload[0] = TAG;
     for i in 0..8 {
         payload[1 + i] = 0x80 | ((us >> (28 - 4 * i)) & 0xF) as u8;
@@ -297,7 +349,7 @@ fn tagged_payload(epoch: Instant) -> [u8; 160] {
     payload
 }
 
-fn record(datagram: &[u8], epoch: Instant, result: &mut PeerResult) {
+fn record(datagram: &[u8], at: Option<u32>, result: &mut PeerResult) {
     let Ok(packet) = RtpPacket::parse(datagram) else {
         return;
     };
@@ -312,12 +364,12 @@ fn record(datagram: &[u8], epoch: Instant, result: &mut PeerResult) {
         }
         us = (us << 4) | u32::from(b & 0xF);
     }
-    let now = epoch.elapsed().as_micros() as u32;
+    let now = at.unwrap_or_else(realtime_us);
     result.delivered += 1;
     result.delays_us.push(now.wrapping_sub(us));
 }
 
-async fn run_baseline(relay_rt: &Handle, n: usize, secs: u64, epoch: Instant) -> Outcome {
+async fn run_baseline(relay_rt: &Handle, n: usize, secs: u64) -> Outcome {
     let mut groups: Vec<Group> = Vec::with_capacity(n.div_ceil(PEER_GROUP));
     let mut relays = Vec::with_capacity(2 * n);
     for i in 0..n {
@@ -347,7 +399,7 @@ async fn run_baseline(relay_rt: &Handle, n: usize, secs: u64, epoch: Instant) ->
         )));
         relays.push(tokio::spawn(relay(rb, ra, a_addr)));
     }
-    let (result, cpu, relay_cpu) = run_peers(groups, secs, epoch).await;
+    let (result, cpu, relay_cpu) = run_peers(groups, secs).await;
     for r in relays {
         r.abort();
     }
@@ -361,18 +413,12 @@ async fn relay(from: Arc<UdpSocket>, out: Arc<UdpSocket>, to: SocketAddr) {
     }
 }
 
-async fn run_bridge(
-    relay: &Handle,
-    n: usize,
-    secs: u64,
-    epoch: Instant,
-    record: Option<&Path>,
-) -> Outcome {
+async fn run_bridge(relay: &Handle, n: usize, secs: u64, record: Option<&Path>) -> Outcome {
     let engine = engine();
     let (bridges, groups) = bridged_calls(relay, &engine, n, record).await;
     // Let the legs' handover to their bridges finish before measuring.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (result, cpu, relay_cpu) = run_peers(groups, secs, epoch).await;
+    let (result, cpu, relay_cpu) = run_peers(groups, secs).await;
     for b in &bridges {
         b.stop();
     }

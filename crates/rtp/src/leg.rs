@@ -359,7 +359,7 @@ async fn run(parts: LegParts, channels: Channels, shared: Arc<Shared>) {
     leg.publish();
     let mut rtp_buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
-    let mut next_tick = start + FRAME_DURATION;
+    let mut next_tick = first_tick(start);
     let sleep = tokio::time::sleep_until(next_tick.into());
     tokio::pin!(sleep);
     let mut commands_open = true;
@@ -821,6 +821,18 @@ impl Leg {
             "media leg ended"
         );
     }
+}
+
+/// The leg's first tick: the next point of a process-wide 20 ms grid.
+/// Every leg ticks on the same grid, so the runtime's timer fires once per
+/// period for all of them (a wake-up of a worker each 20 ms) instead of at
+/// twenty scattered 1 ms slots; each call's packets still leave 20 ms apart.
+pub(crate) fn first_tick(now: Instant) -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(|| now);
+    let period = FRAME_DURATION.as_nanos();
+    let periods = now.saturating_duration_since(origin).as_nanos() / period + 1;
+    origin + Duration::from_nanos(u64::try_from(periods * period).unwrap_or(u64::MAX))
 }
 
 pub(crate) fn session_config(config: &MediaConfig, negotiated: &Negotiated) -> SessionConfig {

@@ -32,15 +32,26 @@ impl PortRange {
 
     /// How many RTP/RTCP pairs fit.
     pub fn pairs(&self) -> usize {
-        self.rtp_ports().count()
+        let start = self.first_rtp_port();
+        let last = u32::from(self.last);
+        if start >= last {
+            0
+        } else {
+            (last - start).div_ceil(2) as usize
+        }
     }
 
-    fn rtp_ports(&self) -> impl Iterator<Item = u16> {
+    /// The lowest even port (RTP), as u32 so `+ 1` cannot overflow.
+    fn first_rtp_port(&self) -> u32 {
         let lowest = u32::from(self.first.max(2));
-        let start = lowest + lowest % 2;
-        (start..u32::from(self.last))
-            .step_by(2)
-            .filter_map(|p| u16::try_from(p).ok())
+        lowest + lowest % 2
+    }
+
+    /// The `index`th RTP port (`index < pairs()`), computed rather than
+    /// listed: the allocator runs on every call setup.
+    fn rtp_port(&self, index: usize) -> Option<u16> {
+        let index = u32::try_from(index).ok()?;
+        u16::try_from(self.first_rtp_port() + 2 * index).ok()
     }
 }
 
@@ -102,21 +113,23 @@ impl PortAllocator {
 
     /// Binds the next free pair on `ip`.
     pub(crate) fn allocate(self: &Arc<Self>, ip: IpAddr) -> Result<Allocation, RtpError> {
-        let ports: Vec<u16> = self.range.rtp_ports().collect();
-        if ports.is_empty() {
+        let pairs = self.range.pairs();
+        if pairs == 0 {
             return Err(self.exhausted());
         }
         let mut state = self.lock();
-        for step in 0..ports.len() {
-            let index = (state.cursor + step) % ports.len();
-            let port = ports[index];
+        for step in 0..pairs {
+            let index = (state.cursor + step) % pairs;
+            let Some(port) = self.range.rtp_port(index) else {
+                continue;
+            };
             if state.in_use.contains(&port) {
                 continue;
             }
             match bind_pair(ip, port) {
                 Ok((rtp, rtcp)) => {
                     state.in_use.insert(port);
-                    state.cursor = (index + 1) % ports.len();
+                    state.cursor = (index + 1) % pairs;
                     drop(state);
                     return Ok(Allocation {
                         rtp,
@@ -173,8 +186,13 @@ mod tests {
 
     #[test]
     fn only_even_pairs_inside_the_range() {
-        let ports: Vec<u16> = PortRange::new(30_001, 30_006).rtp_ports().collect();
-        assert_eq!(ports, [30_002, 30_004]);
+        let range = PortRange::new(30_001, 30_006);
+        let ports: Vec<Option<u16>> = (0..=range.pairs()).map(|i| range.rtp_port(i)).collect();
+        assert_eq!(ports, [Some(30_002), Some(30_004), Some(30_006)]);
+        assert_eq!(range.pairs(), 2, "30006 has no 30007 for RTCP");
+        assert_eq!(PortRange::new(30_000, 30_003).pairs(), 2);
+        assert_eq!(PortRange::new(2, 65_535).pairs(), 32_767);
+        assert_eq!(PortRange::new(0, 65_535).rtp_port(32_766), Some(65_534));
         assert_eq!(PortRange::new(30_000, 30_001).pairs(), 1);
         assert_eq!(PortRange::new(30_000, 30_000).pairs(), 0);
         assert_eq!(PortRange::new(65_534, 65_535).pairs(), 1);

@@ -85,9 +85,11 @@ impl Store {
 
     /// The contact a caller is matched to.
     pub async fn contact_by_phone(&self, phone: &E164) -> Result<Option<Contact>> {
-        let row = sqlx::query(&format!("SELECT {COLS} FROM contacts WHERE phone = $1"))
-            .bind(phone.as_str())
-            .fetch_optional(&self.pool)
+        let row = self
+            .fetch_optional_fast(
+                sqlx::query(&format!("SELECT {COLS} FROM contacts WHERE phone = $1"))
+                    .bind(phone.as_str()),
+            )
             .await
             .map_err(|e| self.db_err(e))?;
         row.map(|r| contact_from_row(&r)).transpose()

@@ -131,6 +131,9 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite only: a connection kept out of the pool for the call path's
+    /// single-statement writes (see [`Store::execute_write`]).
+    writer: Option<Arc<tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Any>>>>>,
     backend: Backend,
     secrets: SecretBox,
     clock: Arc<dyn Clock>,
@@ -145,6 +148,19 @@ impl std::fmt::Debug for Store {
 }
 
 static DRIVERS: Once = Once::new();
+
+/// Gives up the writer connection when the connection itself failed (not a
+/// statement error): later statements go through the pool, which replaces
+/// broken connections.
+fn drop_if_broken<T>(
+    slot: &mut Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    done: &std::result::Result<T, sqlx::Error>,
+) {
+    if let Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed) = done {
+        tracing::warn!("sqlite writer connection failed; using the pool");
+        slot.take();
+    }
+}
 
 impl Store {
     /// Connects to `url` (`sqlite://PATH` — created if missing — or
@@ -196,8 +212,25 @@ impl Store {
                 backend: backend.name(),
                 source,
             })?;
+        // SQLite has one writer at a time anyway; a connection of its own
+        // for the call path's writes skips the pool's acquire and the ping
+        // sqlx sends on every release (a round trip to the connection's
+        // worker thread). Only when the pool has connections to spare.
+        let writer = if backend == Backend::Sqlite && options.max_connections >= 2 {
+            let conn = pool
+                .acquire()
+                .await
+                .map_err(|source| StoreError::Unavailable {
+                    backend: backend.name(),
+                    source,
+                })?;
+            Some(Arc::new(tokio::sync::Mutex::new(Some(conn))))
+        } else {
+            None
+        };
         Ok(Store {
             pool,
+            writer,
             backend,
             secrets,
             clock: Arc::new(SystemClock),
@@ -246,7 +279,45 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            // The pool waits for every connection to come back.
+            writer.lock().await.take();
+        }
         self.pool.close().await;
+    }
+
+    /// Runs one autocommit write statement: on SQLite through the writer
+    /// connection, elsewhere (or once that connection broke) on the pool.
+    async fn execute_write<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> std::result::Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+        if let Some(writer) = &self.writer {
+            let mut slot = writer.lock().await;
+            if let Some(conn) = slot.as_mut() {
+                let done = query.execute(&mut **conn).await;
+                drop_if_broken(&mut slot, &done);
+                return done;
+            }
+        }
+        query.execute(&self.pool).await
+    }
+
+    /// A one-row read on the call path (the caller's contact), on the same
+    /// connection as [`Store::execute_write`] for the same reason.
+    async fn fetch_optional_fast<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> std::result::Result<Option<AnyRow>, sqlx::Error> {
+        if let Some(writer) = &self.writer {
+            let mut slot = writer.lock().await;
+            if let Some(conn) = slot.as_mut() {
+                let row = query.fetch_optional(&mut **conn).await;
+                drop_if_broken(&mut slot, &row);
+                return row;
+            }
+        }
+        query.fetch_optional(&self.pool).await
     }
 
     /// A transaction that will write. On SQLite it takes the write lock up

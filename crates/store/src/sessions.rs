@@ -62,7 +62,7 @@ impl Default for SessionFilter {
 impl Store {
     pub async fn create_session(&self, new: &NewSession) -> Result<Session> {
         let id = SessionId::new();
-        sqlx::query(&format!(
+        self.execute_write(sqlx::query(&format!(
             "INSERT INTO sessions ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,NULL,$8,NULL,NULL,NULL)"
         ))
         .bind(id.to_string())
@@ -72,8 +72,7 @@ impl Store {
         .bind(&new.to)
         .bind(new.contact_id.map(|c| c.to_string()))
         .bind(SessionStatus::Ringing.as_str())
-        .bind(new.started_at.as_millis())
-        .execute(&self.pool)
+        .bind(new.started_at.as_millis()))
         .await
         .map_err(|e| self.db_err(e))?;
         // The row is exactly what was bound above: no need to read it back
@@ -250,12 +249,13 @@ impl Store {
 
     pub async fn mark_answered(&self, id: SessionId, at: Timestamp) -> Result<()> {
         self.expect_one(
-            sqlx::query("UPDATE sessions SET status = $2, answered_at = $3 WHERE id = $1")
-                .bind(id.to_string())
-                .bind(SessionStatus::Active.as_str())
-                .bind(at.as_millis())
-                .execute(&self.pool)
-                .await,
+            self.execute_write(
+                sqlx::query("UPDATE sessions SET status = $2, answered_at = $3 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(SessionStatus::Active.as_str())
+                    .bind(at.as_millis()),
+            )
+            .await,
             id,
         )
     }
@@ -271,13 +271,12 @@ impl Store {
         reason: &str,
     ) -> Result<()> {
         self.expect_one(
-            sqlx::query("UPDATE sessions SET status = $2, ended_at = COALESCE(ended_at, $3), outcome = COALESCE(outcome, $4), end_reason = COALESCE(end_reason, $5) WHERE id = $1")
+            self.execute_write(sqlx::query("UPDATE sessions SET status = $2, ended_at = COALESCE(ended_at, $3), outcome = COALESCE(outcome, $4), end_reason = COALESCE(end_reason, $5) WHERE id = $1")
                 .bind(id.to_string())
                 .bind(SessionStatus::Ended.as_str())
                 .bind(at.as_millis())
                 .bind(outcome.as_str())
-                .bind(reason)
-                .execute(&self.pool)
+                .bind(reason))
                 .await,
             id,
         )
@@ -287,11 +286,12 @@ impl Store {
     /// storage (the recordings directory), such as `"<session id>.wav"`.
     pub async fn set_recording(&self, id: SessionId, key: &str) -> Result<()> {
         self.expect_one(
-            sqlx::query("UPDATE sessions SET recording = $2 WHERE id = $1")
-                .bind(id.to_string())
-                .bind(key)
-                .execute(&self.pool)
-                .await,
+            self.execute_write(
+                sqlx::query("UPDATE sessions SET recording = $2 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(key),
+            )
+            .await,
             id,
         )
     }

@@ -438,3 +438,63 @@ async fn unreachable_database_is_reported_as_unavailable() -> TestResult {
     assert!(err.to_string().contains("sqlite://"), "{err}");
     Ok(())
 }
+
+/// The call path's session writes (on SQLite through a connection of their
+/// own) from many calls at once: every row ends complete, reads see them at
+/// once, and `close` still returns (the pool waits for every connection).
+#[tokio::test]
+async fn concurrent_call_writes_land_and_close_returns() -> TestResult {
+    for max_connections in [1, 8] {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("calls.db").display());
+        let options = StoreOptions {
+            max_connections,
+            ..StoreOptions::default()
+        };
+        let store = Store::connect(&url, options, SecretBox::ephemeral()).await?;
+        store.migrate().await?;
+        let t0 = Timestamp::parse_rfc3339("2026-11-26T03:00:00Z")?;
+        let calls: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let s = store
+                        .create_session(&NewSession {
+                            agent_id: None,
+                            direction: Direction::Inbound,
+                            from: format!("+1415555{i:04}"),
+                            to: "+14155550111".into(),
+                            contact_id: None,
+                            started_at: t0,
+                        })
+                        .await?;
+                    store.mark_answered(s.id, t0.plus_millis(5)).await?;
+                    store
+                        .end_session(
+                            s.id,
+                            t0.plus_millis(900),
+                            Outcome::Resolved,
+                            "caller hung up",
+                        )
+                        .await?;
+                    Ok::<_, StoreError>(s.id)
+                })
+            })
+            .collect();
+        for call in calls {
+            let id = call.await??;
+            let row = store.session(id).await?;
+            assert_eq!(
+                row.status,
+                SessionStatus::Ended,
+                "{max_connections} connections"
+            );
+            assert_eq!(row.answered_at, Some(t0.plus_millis(5)));
+            assert_eq!(row.end_reason.as_deref(), Some("caller hung up"));
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(10), store.close())
+            .await
+            .map_err(|_| format!("close hung with {max_connections} connections"))?;
+    }
+    Ok(())
+}

@@ -43,6 +43,10 @@ use switchboard_rtp::{MediaConfig, MediaEvent, PortRange};
 use switchboard_store::testing::sqlite_store;
 use switchboard_telephony::{ActiveCall, CallHandler, SipConfig, Telephony};
 
+/// The allocator the `switchboard` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NUMBER: &str = "+14155550100";
 const SERVICE: &str = "14155550100";
 
@@ -58,10 +62,15 @@ fn main() -> Result<()> {
     let rates: Vec<u32> = env_list("SETUP_RATES").unwrap_or_else(|| vec![100, 200, 400, 800]);
     let secs: u32 = env_num("SETUP_SECS").unwrap_or(4);
     let idle: u32 = env_num("SETUP_IDLE_CALLS").unwrap_or(500);
+    let workers = env_num("SETUP_WORKERS").unwrap_or(2) as usize;
+    let pin = pin_to_one_core()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers.max(1))
         .enable_all()
         .build()?;
+    if let Some((ours, sipp)) = pin {
+        eprintln!("pinned: this process (SIP, media, SQLite, {workers} workers) on CPU {ours}, sipp on CPU {sipp}");
+    }
     runtime.block_on(async move {
         let work = tempfile::tempdir()?;
         let load = scenario(work.path(), "load.xml", 500)?;
@@ -85,6 +94,46 @@ fn main() -> Result<()> {
         write_json(&rows, &idle, secs);
         Ok(())
     })
+}
+
+/// `SETUP_PIN=1`: this process (every thread it will start) on the last
+/// CPU, sipp on the others, so "setups per core" is measured on one core
+/// rather than inferred from CPU time. Returns (our CPU, sipp's CPUs).
+fn pin_to_one_core() -> Result<Option<(usize, String)>> {
+    if std::env::var("SETUP_PIN").map_or(true, |v| v != "1") {
+        return Ok(None);
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        bail!("SETUP_PIN=1 needs two CPUs (one for us, one for sipp)");
+    }
+    let ours = cpus - 1;
+    let mut set = nix::sched::CpuSet::new();
+    set.set(ours)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
+    let sipp = if cpus == 2 {
+        "0".to_string()
+    } else {
+        format!("0-{}", cpus - 2)
+    };
+    let _ = SIPP_CPUS.set(sipp.clone());
+    Ok(Some((ours, sipp)))
+}
+
+/// The CPUs sipp runs on when pinned.
+static SIPP_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// sipp, on the CPUs [`pin_to_one_core`] left it (through `taskset`, which
+/// may widen a child's affinity beyond ours).
+fn sipp_command() -> tokio::process::Command {
+    match SIPP_CPUS.get() {
+        Some(cpus) => {
+            let mut c = tokio::process::Command::new("taskset");
+            c.args(["-c", cpus, "sipp"]);
+            c
+        }
+        None => tokio::process::Command::new("sipp"),
+    }
 }
 
 /// One sipp run, as sipp and the process saw it.
@@ -171,7 +220,7 @@ impl Row {
 /// The same calls against a bare sipp UAS.
 async fn baseline(load: &Path, rate: u32, calls: u32) -> Outcome {
     let port = free_udp_port();
-    let mut uas = match tokio::process::Command::new("sipp")
+    let mut uas = match sipp_command()
         .args([
             "-sn",
             "uas",
@@ -301,7 +350,7 @@ async fn run_uac(scenario: &Path, target: &str, rate: u32, calls: u32) -> Outcom
     let started = Instant::now();
     let result = tokio::time::timeout(
         Duration::from_secs(120),
-        tokio::process::Command::new("sipp")
+        sipp_command()
             .args([
                 target,
                 "-sf",

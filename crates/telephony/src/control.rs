@@ -608,19 +608,56 @@ pub fn normalise_user(user: &str, region: Region) -> Option<E164> {
     if digits.is_empty() || digits.len() > 20 {
         return None;
     }
-    if let Some(rest) = digits.strip_prefix('+') {
-        if !rest.chars().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        return E164::parse(&digits, region).ok();
-    }
-    if !digits.chars().all(|c| c.is_ascii_digit()) {
+    let plain = digits.strip_prefix('+').unwrap_or(&digits);
+    if !plain.chars().all(|c| c.is_ascii_digit()) {
         return None;
+    }
+    parsed_memo(digits, region)
+}
+
+/// How many digit strings [`parsed_memo`] remembers before starting over.
+const PARSED_MEMO_CAP: usize = 4096;
+
+/// Remembered readings of digit strings: the called numbers (our own DIDs)
+/// repeat on every call, and `phonenumber`'s regex-driven parse was ~3 % of
+/// a call setup's CPU. Bounded; cleared when full or when the region changes.
+static PARSED: std::sync::Mutex<Option<(Region, Readings)>> = std::sync::Mutex::new(None);
+
+/// Digit string → its E.164 reading (or none), for one region.
+type Readings = HashMap<String, Option<E164>>;
+
+fn parsed_memo(digits: String, region: Region) -> Option<E164> {
+    let lock = || {
+        PARSED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some((r, map)) = lock().as_ref() {
+        if *r == region {
+            if let Some(hit) = map.get(&digits) {
+                return hit.clone();
+            }
+        }
+    }
+    let parsed = parse_digits(&digits, region);
+    let mut memo = lock();
+    let (r, map) = memo.get_or_insert_with(|| (region, HashMap::new()));
+    if *r != region || map.len() >= PARSED_MEMO_CAP {
+        *r = region;
+        map.clear();
+    }
+    map.insert(digits, parsed.clone());
+    parsed
+}
+
+fn parse_digits(digits: &str, region: Region) -> Option<E164> {
+    if digits.starts_with('+') {
+        return E164::parse(digits, region).ok();
     }
     // A long digit string most likely carries its country code; a short one
     // is national. Try the likelier reading first, then the other.
     let international = || E164::parse(&format!("+{digits}"), region).ok();
-    let national = || E164::parse(&digits, region).ok();
+    let national = || E164::parse(digits, region).ok();
     if digits.len() > 10 {
         international().or_else(national)
     } else {
@@ -1285,6 +1322,28 @@ mod tests {
         assert_eq!(n(Some("support"), Some("alice")), None);
         assert_eq!(n(None, None), None);
         assert_eq!(n(Some("+1;;;"), None), None);
+    }
+
+    #[test]
+    fn remembered_readings_follow_the_region() {
+        let us = Region::default();
+        let gb: Region = "GB".parse().unwrap();
+        for _ in 0..2 {
+            // The second round is answered from the memo: same readings.
+            assert_eq!(
+                normalise_user("4155550100", us).map(|e| e.to_string()),
+                Some("+14155550100".into())
+            );
+            assert_eq!(
+                normalise_user("02079460000", gb).map(|e| e.to_string()),
+                Some("+442079460000".into())
+            );
+            assert_eq!(
+                normalise_user("02079460000", us).map(|e| e.to_string()),
+                None,
+                "a UK national number is not a US one"
+            );
+        }
     }
 
     #[test]
