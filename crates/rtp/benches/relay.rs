@@ -66,7 +66,17 @@ struct Outcome {
     delay_p99_ms: f64,
 }
 
-/// Thread name of the relay runtime's worker.
+/// `RELAY_THREADS` (default 1): worker threads of the relay runtime. Calls
+/// per core stay N ÷ the threads' summed core share.
+fn relay_threads() -> usize {
+    std::env::var("RELAY_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1usize)
+        .max(1)
+}
+
+/// Thread name of the relay runtime's workers.
 const RELAY_THREAD: &str = "sb-relay";
 
 fn main() {
@@ -90,7 +100,7 @@ fn main() {
         .build()
         .unwrap();
     let relay_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(relay_threads())
         .thread_name(RELAY_THREAD)
         .enable_all()
         .build()
@@ -482,7 +492,8 @@ fn report(rows: &[(Outcome, Outcome)], rss_per_idle_leg_kib: f64, rss_per_idle_b
     println!();
     println!(
         "rtp relay bench: bridged G.711 calls vs a plain UDP relay \
-         (loopback, relay on 1 worker thread, peers on 2)"
+         (loopback, relay on {} worker thread(s), peers on 2)",
+        relay_threads()
     );
     println!(
         "{:>6} {:>9} | {:>7} {:>8} {:>8} | {:>11} {:>10} {:>10} {:>10}",
@@ -539,7 +550,7 @@ fn report(rows: &[(Outcome, Outcome)], rss_per_idle_leg_kib: f64, rss_per_idle_b
     let json = serde_json::json!({
         "bench": "rtp-relay",
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "relay_worker_threads": 1,
+        "relay_worker_threads": relay_threads(),
         "rss_per_idle_leg_kib": rss_per_idle_leg_kib,
         "rss_per_idle_bridged_call_kib": rss_per_idle_bridge_kib,
         "runs": json_rows,
