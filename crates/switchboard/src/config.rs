@@ -133,6 +133,14 @@ settings! {
         no_answer_seconds: u32 = "30",
         /// Concurrent calls per agent at most (an agent's own limit applies too); then 486 Busy Here.
         max_calls_per_agent: u32 = "10",
+        /// TCP address SIP over TLS listens on, such as 0.0.0.0:5061; needs tls_cert and tls_key.
+        tls_addr: String = "(unset)",
+        /// PEM file with the TLS listener's certificate chain, leaf first.
+        tls_cert: String = "(unset)",
+        /// PEM file with the private key of tls_cert.
+        tls_key: String = "(unset)",
+        /// PEM bundle of the CAs trusted when connecting to trunks whose transport is tls.
+        tls_ca: String = "/etc/ssl/certs/ca-certificates.crt",
     }
     [llm] RawLlm {
         /// OpenAI-compatible endpoint for agents whose brain is `llm`, such as https://api.openai.com/v1.
@@ -351,6 +359,9 @@ pub(crate) struct SandboxConfig {
     pub(crate) addr: Option<SocketAddr>,
 }
 
+/// The system's CA bundle on Debian (package ca-certificates).
+const DEFAULT_TLS_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SipConfig {
     /// `None`: telephony is off.
@@ -360,6 +371,12 @@ pub(crate) struct SipConfig {
     pub(crate) ringing: bool,
     pub(crate) no_answer: Duration,
     pub(crate) max_calls_per_agent: u32,
+    /// SIP over TLS listener; `None`: none.
+    pub(crate) tls_addr: Option<SocketAddr>,
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Trust anchors for TLS trunks; `None` when the file is absent.
+    pub(crate) tls_ca: Option<PathBuf>,
 }
 
 /// Which speech providers to use.
@@ -853,7 +870,19 @@ fn convert(
             1,
             100_000,
         )?,
+        tls_addr: match non_empty(raw.sip.tls_addr.clone()) {
+            None => None,
+            Some(_) => Some(addr("sip.tls_addr", raw.sip.tls_addr, "0.0.0.0:5061")?),
+        },
+        tls_cert: non_empty(raw.sip.tls_cert).map(PathBuf::from),
+        tls_key: non_empty(raw.sip.tls_key).map(PathBuf::from),
+        tls_ca: match non_empty(raw.sip.tls_ca) {
+            Some(path) => Some(PathBuf::from(path)),
+            // The system bundle when there is one (Debian: ca-certificates).
+            None => Some(PathBuf::from(DEFAULT_TLS_CA)).filter(|p| p.exists()),
+        },
     };
+
     let mut llm = match non_empty(raw.llm.base_url) {
         None => None,
         Some(url) => {
@@ -1337,6 +1366,8 @@ mod tests {
                 (_, "secure_cookies" | "pack_turns" | "ringing") => "1",
                 ("sip", "public_ip") => "203.0.113.10",
                 ("sip", "rtp_ports") => "30000-30099",
+                ("sip", "tls_addr") => "0.0.0.0:5061",
+                ("sip", "tls_cert" | "tls_key" | "tls_ca") => "/some/value",
                 ("sip", _) => "5",
                 ("speech", "stt") => "none",
                 ("llm", "base_url") => "http://127.0.0.1:9000/v1",

@@ -322,6 +322,7 @@ pub(crate) async fn start_telephony(
         max_calls_per_agent: config.sip.max_calls_per_agent,
         recordings_dir: config.storage.recordings_dir.clone(),
         region: config.phone.default_region,
+        tls: sip_tls(config)?,
         ..Default::default()
     };
     let handler = Arc::new(crate::calls::EngineHandler {
@@ -330,13 +331,63 @@ pub(crate) async fn start_telephony(
     });
     let telephony = switchboard_telephony::Telephony::start(store.clone(), sip, handler)
         .await
-        .map_err(|e| {
-            let change = config.how_to_set("sip.addr", Some("--sip"));
-            Failure::usage(format!(
-                "cannot start SIP on {listen}: {e} — {change} (or `off`)"
-            ))
+        .map_err(|e| match e {
+            switchboard_telephony::TelephonyError::Tls(_) => Failure::usage(format!(
+                "cannot start SIP over TLS: {e} — fix the PEM files that sip.tls_cert, \
+                 sip.tls_key and sip.tls_ca name ({})",
+                config.how_to_set("sip.tls_cert", None),
+            )),
+            switchboard_telephony::TelephonyError::Bind { addr, .. }
+                if Some(addr.port()) == config.sip.tls_addr.map(|a| a.port())
+                    && addr.port() != listen.port() =>
+            {
+                let change = config.how_to_set("sip.tls_addr", None);
+                Failure::usage(format!("cannot start SIP over TLS: {e} — {change}"))
+            }
+            _ => {
+                let change = config.how_to_set("sip.addr", Some("--sip"));
+                Failure::usage(format!(
+                    "cannot start SIP on {listen}: {e} — {change} (or `off`)"
+                ))
+            }
         })?;
     Ok(Some(telephony))
+}
+
+/// Reads the SIP-over-TLS files the configuration names; a file that
+/// cannot be read is a usage error naming the setting.
+fn sip_tls(config: &Config) -> anyhow::Result<Option<switchboard_telephony::SipTls>> {
+    let read = |key: &str, path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+        match path {
+            None => Ok(None),
+            Some(p) => std::fs::read(p).map(Some).map_err(|e| {
+                Failure::usage(format!(
+                    "cannot read {} ({e}) — {}",
+                    p.display(),
+                    config.how_to_set(key, None)
+                ))
+            }),
+        }
+    };
+    if let Some(addr) = config.sip.tls_addr {
+        if config.sip.tls_cert.is_none() || config.sip.tls_key.is_none() {
+            return Err(Failure::usage(format!(
+                "a SIP TLS listener on {addr} needs a certificate and its key: {} and {}",
+                config.how_to_set("sip.tls_cert", None),
+                config.how_to_set("sip.tls_key", None)
+            )));
+        }
+    }
+    let ca_pem = read("sip.tls_ca", &config.sip.tls_ca)?;
+    if config.sip.tls_addr.is_none() && ca_pem.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(switchboard_telephony::SipTls {
+        listen: config.sip.tls_addr,
+        cert_pem: read("sip.tls_cert", &config.sip.tls_cert)?,
+        key_pem: read("sip.tls_key", &config.sip.tls_key)?,
+        ca_pem,
+    }))
 }
 
 /// How often trunk registrations are reconciled with the store even without

@@ -150,9 +150,10 @@ impl CallControl {
     }
 
     /// Live transfer to `target` (E.164 through the call's trunk, or a SIP
-    /// URI). When the caller's trunk has `transfer = refer`, first REFER the
-    /// caller there (the carrier connects them; our leg ends with "transferred
-    /// by REFER"); a refused or failed REFER, or a trunk that bridges, dials
+    /// URI). When the call's trunk has `transfer = refer` — inbound, or an
+    /// outbound call dialled through it — first REFER the other party there
+    /// (the carrier connects them; our leg ends with "transferred by
+    /// REFER"); a refused or failed REFER, or a trunk that bridges, dials
     /// the target and, when it answers, bridges it to the caller through us
     /// (the recording continues). `media` is the call's leg: on
     /// [`TransferOutcome::Bridged`] and [`TransferOutcome::Referred`] it is
@@ -223,7 +224,7 @@ pub(crate) struct PendingTransfer {
     media: MediaLeg,
     opts: TransferOptions,
     reply: oneshot::Sender<(TransferOutcome, Option<MediaLeg>)>,
-    /// The caller's trunk transfers by REFER (tried first).
+    /// The call's trunk transfers by REFER (tried first).
     refer: bool,
     /// The bridge leg is being dialled.
     dialling: bool,
@@ -640,7 +641,7 @@ impl CallDriver {
             return;
         }
         let ctx = self.ctx.clone();
-        let refer_to = refer_target(&ctx, self.trunk, self.leg.direction(), &target).await;
+        let refer_to = refer_target(&ctx, self.trunk, &target).await;
         self.transfer = Some(PendingTransfer {
             target,
             refer: refer_to.is_some(),
@@ -721,11 +722,22 @@ impl CallDriver {
         headers.extend(self.session_timer_headers());
         let dialog = self.dialog.clone();
         let sdp = self.local_sdp.clone().into_bytes();
+        // On a call we placed we are the dialog's UAC, and the 2xx to our
+        // refresh may change the interval as the first one set it (RFC 4028
+        // §7.4); one without Session-Expires keeps the timer we have.
+        let outbound = self.leg.direction() == Direction::Outbound;
         tokio::spawn(
             async move {
                 let event = match dialog.reinvite(Some(headers), Some(sdp)).await {
                     Ok(Some(resp)) if (200..300).contains(&resp.status_code.code()) => {
-                        SipEvent::SessionRefreshed(None)
+                        let timer = outbound
+                            .then(|| {
+                                control::answered_session_timer(
+                                    sip::response_header_value(&resp, "Session-Expires").as_deref(),
+                                )
+                            })
+                            .flatten();
+                        SipEvent::SessionRefreshed(timer)
                     }
                     // RFC 4028 §10: only a timeout, 408 or 481 ends the
                     // session; after any other refusal (491 glare, 488…)
@@ -807,18 +819,17 @@ impl CallDriver {
     }
 }
 
-/// Refer-To for `target` when the caller's trunk transfers by REFER: a SIP
-/// URI as given, an E.164 number as `sip:<number>@<trunk host>:<port>`.
-/// `None`: transfer by bridge.
+/// Refer-To for `target` when the call's trunk (the one it came in on, or
+/// went out through) transfers by REFER: a SIP URI as given, an E.164 number
+/// as `sip:<number>@<trunk host>:<port>`. REFER is an ordinary in-dialog
+/// request, so it leaves the same way from the dialog we answered (UAS) and
+/// from the one we dialled (UAC); only the far end differs (the caller, or
+/// the callee). `None`: transfer by bridge.
 async fn refer_target(
     ctx: &Ctx,
     trunk: Option<TrunkId>,
-    direction: Direction,
     target: &str,
 ) -> Option<rsipstack::sip::Uri> {
-    if direction != Direction::Inbound {
-        return None;
-    }
     let (store, trunk) = (ctx.store.as_ref()?, trunk?);
     let trunk = match store.trunk(trunk).await {
         Ok(t) => t,

@@ -48,6 +48,39 @@ pub struct SipConfig {
     /// [`crate::Telephony::reload_routing`]). Zero reads the store on every
     /// INVITE.
     pub directory_ttl: Duration,
+    /// SIP over TLS (RFC 3261 §26, port 5061 by convention): a listener for
+    /// trunks that send us calls over TLS, and the trust anchors for trunks
+    /// we connect to over TLS. `None`: no TLS.
+    pub tls: Option<SipTls>,
+}
+
+/// SIP over TLS. Certificates and keys are PEM text (read by the caller);
+/// they are checked when telephony starts, so a bad file is a start-up
+/// error, not a failed handshake later.
+#[derive(Clone, Default)]
+pub struct SipTls {
+    /// Where to accept TLS connections; `None`: outbound only.
+    pub listen: Option<SocketAddr>,
+    /// Our certificate chain (leaf first), PEM. Needed with `listen`.
+    pub cert_pem: Option<Vec<u8>>,
+    /// The certificate's private key (PKCS#8 or PKCS#1), PEM.
+    pub key_pem: Option<Vec<u8>>,
+    /// Certificates we trust when connecting to a TLS trunk, PEM (such as
+    /// the system bundle `/etc/ssl/certs/ca-certificates.crt`). Without
+    /// them no TLS trunk can be verified, and none is connected to.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SipTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("SipTls")
+            .field("listen", &self.listen)
+            .field("cert", &self.cert_pem.as_ref().map(Vec::len))
+            .field("key", &self.key_pem.as_ref().map(|_| "<redacted>"))
+            .field("ca", &self.ca_pem.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 impl Default for SipConfig {
@@ -68,6 +101,7 @@ impl Default for SipConfig {
             realm: "switchboard".into(),
             user_agent: concat!("switchboard/", env!("CARGO_PKG_VERSION")).into(),
             directory_ttl: Duration::from_secs(1),
+            tls: None,
         }
     }
 }

@@ -73,7 +73,7 @@ pub enum SipEvent {
 pub enum LegCommand {
     /// Hang up with a reason in words ("agent hung up").
     Hangup(String),
-    /// A live transfer starts: REFER first when `refer` (the caller's trunk
+    /// A live transfer starts: REFER first when `refer` (the call's trunk
     /// says `transfer = refer`), else dial the target and bridge.
     Transfer { refer: bool },
     /// The transfer target answered and media is bridged.
@@ -742,7 +742,7 @@ enum ReferPhase {
 }
 
 impl TransferPlan {
-    /// `refer_allowed`: the caller's trunk says `transfer = refer`.
+    /// `refer_allowed`: the call's trunk says `transfer = refer`.
     /// `refer_timeout`: how long the REFER may take to report its outcome.
     pub fn new(refer_allowed: bool, refer_timeout: Duration) -> Self {
         Self {
@@ -882,9 +882,9 @@ impl Refresher {
     }
 }
 
-/// The session timer agreed for one dialog. We are always the UAS of an
-/// inbound call; `refresher` says whether the caller (uac) or we (uas)
-/// refresh.
+/// The session timer agreed for one dialog. We are the UAS of an inbound
+/// call and the UAC of one we place; `refresher` says whether the caller
+/// (uac) or the callee (uas) refreshes, `we_are` which of them we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTimer {
     pub interval: Duration,
@@ -920,11 +920,136 @@ impl SessionTimer {
         )
     }
 
-    /// Whether our 2xx must carry `Require: timer` (the caller refreshes,
-    /// RFC 4028 §9).
+    /// Whether our 2xx must carry `Require: timer` (we are the UAS and the
+    /// caller refreshes, RFC 4028 §9). Never for requests we send: a
+    /// `Require` there would only earn a 420 from a peer behind a proxy that
+    /// asked for the timer on its behalf.
     pub fn requires_timer(&self) -> bool {
-        self.refresher == Refresher::Uac
+        self.we_are == Refresher::Uas && self.refresher == Refresher::Uac
     }
+}
+
+/// The Session-Expires we ask for on the INVITEs we send, unless our Min-SE
+/// is higher: RFC 4028 §4 recommends 1800 s.
+pub const UAC_SESSION_EXPIRES: Duration = Duration::from_secs(1800);
+
+/// The longest Min-SE from a 422 we retry with (RFC 4028 gives no upper
+/// bound; a day is beyond any carrier's and keeps a hostile peer from
+/// asking for a timer that never fires).
+const MAX_RETRY_MIN_SE: Duration = Duration::from_secs(86_400);
+
+/// RFC 4028 as a UAC, for the INVITEs we send (outbound calls): what to ask
+/// for, the one retry a 422 earns (§7.4), and the timer the 2xx grants
+/// (§7.2).
+///
+/// Sans-IO: put [`Self::session_expires`] and [`Self::min_se`] in the
+/// INVITE; feed a 422's `Min-SE` to [`Self::handle_too_small`] (a new
+/// interval: send the INVITE again with it; `None`: give up); feed the 2xx's
+/// `Session-Expires` to [`Self::handle_answer`] and run the timer it returns
+/// with [`CallLeg::set_session_timer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UacSessionTimer {
+    interval: Duration,
+    min_se: Duration,
+    retried: bool,
+}
+
+impl UacSessionTimer {
+    /// Asks for [`UAC_SESSION_EXPIRES`], or `min_se` (our own floor) when
+    /// that is higher.
+    pub fn new(min_se: Duration) -> Self {
+        Self {
+            interval: UAC_SESSION_EXPIRES.max(min_se),
+            min_se,
+            retried: false,
+        }
+    }
+
+    /// The interval we ask for now.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Our `Session-Expires` value: seconds only, so the UAS picks the
+    /// refresher (§7.1).
+    pub fn session_expires(&self) -> String {
+        self.interval.as_secs().to_string()
+    }
+
+    /// Our `Min-SE` value: the UAS must not grant less.
+    pub fn min_se(&self) -> String {
+        self.min_se.as_secs().to_string()
+    }
+
+    /// A 422 Session Interval Too Small with this `Min-SE` value: the
+    /// interval to retry with, once (§7.4). `None` when we retried already,
+    /// the value does not parse, or it asks for no more than we did (the
+    /// peer is confused and a retry would get the same answer).
+    pub fn handle_too_small(&mut self, min_se: Option<&str>) -> Option<Duration> {
+        if self.retried {
+            return None;
+        }
+        self.retried = true;
+        let asked = parse_delta_seconds(min_se?)?;
+        if asked <= self.interval || asked > MAX_RETRY_MIN_SE {
+            return None;
+        }
+        self.interval = asked;
+        self.min_se = self.min_se.max(asked);
+        Some(asked)
+    }
+
+    /// The 2xx's `Session-Expires`, if any: the timer to run (§7.2). No
+    /// header: no timer. Without a `refresher` parameter we refresh — a
+    /// 2xx should always name one, and a UAC that refreshes unasked keeps
+    /// the call up where the opposite guess would let it lapse. A zero or
+    /// unreadable interval runs no timer rather than refresh in a loop.
+    pub fn handle_answer(&self, session_expires: Option<&str>) -> Option<SessionTimer> {
+        answered_session_timer(session_expires)
+    }
+}
+
+/// The timer a 2xx to a request we sent as the dialog's UAC grants (the
+/// initial INVITE, or a refresh of it): see [`UacSessionTimer::handle_answer`].
+pub fn answered_session_timer(session_expires: Option<&str>) -> Option<SessionTimer> {
+    let value = session_expires?;
+    let mut parts = value.split(';');
+    let interval = parse_delta_seconds(parts.next()?)?;
+    if interval.is_zero() {
+        return None;
+    }
+    let refresher = parse_refresher(parts).unwrap_or(Refresher::Uac);
+    Some(SessionTimer {
+        interval,
+        refresher,
+        we_are: Refresher::Uac,
+    })
+}
+
+/// `1800` (and nothing else) as a duration.
+fn parse_delta_seconds(value: &str) -> Option<Duration> {
+    value
+        .split(';')
+        .next()?
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .map(|secs| Duration::from_secs(u64::from(secs)))
+}
+
+/// The `refresher` parameter among `;`-separated parameters, if valid.
+fn parse_refresher<'a>(mut params: impl Iterator<Item = &'a str>) -> Option<Refresher> {
+    params.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("refresher") {
+            return None;
+        }
+        match v.trim().to_ascii_lowercase().as_str() {
+            "uac" => Some(Refresher::Uac),
+            "uas" => Some(Refresher::Uas),
+            _ => None,
+        }
+    })
 }
 
 /// What to do with an incoming INVITE's session timer request.
@@ -964,17 +1089,7 @@ pub fn negotiate_session_timer(
     if interval < min_se {
         return SessionTimerVerdict::TooSmall { min_se };
     }
-    let asked = parts.find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("refresher") {
-            return None;
-        }
-        match v.trim().to_ascii_lowercase().as_str() {
-            "uac" => Some(Refresher::Uac),
-            "uas" => Some(Refresher::Uas),
-            _ => None,
-        }
-    });
+    let asked = parse_refresher(parts);
     let refresher = match asked {
         // A caller without timer support cannot be asked to refresh.
         Some(Refresher::Uac) | None if uac_supports_timer => Refresher::Uac,
@@ -1584,6 +1699,136 @@ mod tests {
             leg.next_timeout(),
             Some(t0 + Duration::from_secs(1800 - 32))
         );
+    }
+
+    #[test]
+    fn our_invite_asks_for_a_timer_and_the_2xx_decides_who_refreshes() {
+        let st = UacSessionTimer::new(Duration::from_secs(90));
+        assert_eq!(st.interval(), UAC_SESSION_EXPIRES);
+        assert_eq!(st.session_expires(), "1800");
+        assert_eq!(st.min_se(), "90");
+        assert_eq!(
+            UacSessionTimer::new(Duration::from_secs(3600)).interval(),
+            Duration::from_secs(3600),
+            "never below our own Min-SE"
+        );
+        let timer = |secs, refresher| {
+            Some(SessionTimer {
+                interval: Duration::from_secs(secs),
+                refresher,
+                we_are: Refresher::Uac,
+            })
+        };
+        assert_eq!(st.handle_answer(None), None, "no Session-Expires: no timer");
+        assert_eq!(
+            st.handle_answer(Some("90;refresher=uac")),
+            timer(90, Refresher::Uac)
+        );
+        assert_eq!(
+            st.handle_answer(Some("600; Refresher=UAS")),
+            timer(600, Refresher::Uas)
+        );
+        assert_eq!(
+            st.handle_answer(Some("1800")),
+            timer(1800, Refresher::Uac),
+            "no refresher in the 2xx: we refresh"
+        );
+        assert_eq!(st.handle_answer(Some("0;refresher=uac")), None);
+        assert_eq!(st.handle_answer(Some("soon")), None);
+        let ours = st.handle_answer(Some("90;refresher=uac"));
+        assert_eq!(
+            ours.map(|t| t.header_value()),
+            Some("90;refresher=uac".into())
+        );
+        assert!(
+            ours.is_some_and(|t| t.we_refresh() && !t.requires_timer()),
+            "our refresh requests carry no Require: timer"
+        );
+    }
+
+    #[test]
+    fn a_422_earns_one_retry_with_its_min_se() {
+        let mut st = UacSessionTimer::new(Duration::from_secs(90));
+        assert_eq!(
+            st.handle_too_small(Some("3600")),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(st.session_expires(), "3600");
+        assert_eq!(st.min_se(), "3600");
+        assert_eq!(st.handle_too_small(Some("7200")), None, "only once");
+        for silly in [None, Some("x"), Some("60"), Some("1800"), Some("4000000")] {
+            let mut st = UacSessionTimer::new(Duration::from_secs(90));
+            assert_eq!(st.handle_too_small(silly), None, "{silly:?}");
+        }
+    }
+
+    fn outbound_timed_leg(t0: Instant, refresher: Refresher) -> CallLeg {
+        let mut leg = CallLeg::new(Direction::Outbound, LegTimers::default(), t0);
+        leg.set_session_timer(SessionTimer {
+            interval: Duration::from_secs(90),
+            refresher,
+            we_are: Refresher::Uac,
+        });
+        leg.handle_input(LegInput::Sip(t0, SipEvent::Answered));
+        assert_eq!(drain(&mut leg), vec![LegOutput::Answered]);
+        leg
+    }
+
+    #[test]
+    fn on_calls_we_place_we_refresh_when_the_callee_says_uac() {
+        let t0 = Instant::now();
+        let mut leg = outbound_timed_leg(t0, Refresher::Uac);
+        let half = t0 + Duration::from_secs(45);
+        assert_eq!(leg.next_timeout(), Some(half));
+        leg.handle_input(LegInput::Timeout(half));
+        assert_eq!(drain(&mut leg), vec![LegOutput::SendRefresh]);
+        let answered = half + Duration::from_millis(20);
+        leg.handle_input(LegInput::Sip(answered, SipEvent::SessionRefreshed(None)));
+        assert_eq!(leg.next_timeout(), Some(answered + Duration::from_secs(45)));
+        assert_eq!(leg.state(), LegState::Confirmed, "the call stays up");
+    }
+
+    #[test]
+    fn on_calls_we_place_a_callee_that_stops_refreshing_is_hung_up() {
+        let t0 = Instant::now();
+        let mut leg = outbound_timed_leg(t0, Refresher::Uas);
+        // 90 s interval: BYE at 90 − min(32, 30) = 60 s without a refresh.
+        let expiry = t0 + Duration::from_secs(60);
+        assert_eq!(leg.next_timeout(), Some(expiry));
+        let t1 = t0 + Duration::from_secs(40);
+        leg.handle_input(LegInput::Sip(t1, SipEvent::SessionRefreshed(None)));
+        leg.handle_input(LegInput::Timeout(expiry));
+        assert!(drain(&mut leg).is_empty(), "the callee's refresh counted");
+        leg.handle_input(LegInput::Timeout(t1 + Duration::from_secs(60)));
+        let out = drain(&mut leg);
+        assert_eq!(out[0], LegOutput::SendBye);
+        assert_eq!(
+            ended(&out),
+            Some((Outcome::Resolved, "session timer expired".into()))
+        );
+    }
+
+    #[test]
+    fn calls_we_place_transfer_by_refer_too() {
+        let t0 = Instant::now();
+        let mut leg = CallLeg::new(Direction::Outbound, LegTimers::default(), t0);
+        leg.handle_input(LegInput::Sip(t0, SipEvent::Answered));
+        drain(&mut leg);
+        refer(&mut leg, t0);
+        leg.handle_input(LegInput::Sip(t0, SipEvent::ReferAnswered(202)));
+        leg.handle_input(LegInput::Sip(t0, SipEvent::ReferNotify(200)));
+        let out = drain(&mut leg);
+        assert_eq!(&out[..2], &[LegOutput::Referred, LegOutput::SendBye]);
+        assert_eq!(
+            ended(&out),
+            Some((Outcome::LiveTransfer, "transferred by REFER".into()))
+        );
+        let mut leg = CallLeg::new(Direction::Outbound, LegTimers::default(), t0);
+        leg.handle_input(LegInput::Sip(t0, SipEvent::Answered));
+        drain(&mut leg);
+        refer(&mut leg, t0);
+        leg.handle_input(LegInput::Sip(t0, SipEvent::ReferAnswered(403)));
+        assert_eq!(drain(&mut leg), vec![LegOutput::DialTransfer]);
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub enum TelephonyError {
     },
     #[error("sip stack: {0}")]
     Sip(#[from] rsipstack::Error),
+    /// The TLS settings cannot work; the message says which file to fix.
+    #[error("sip tls: {0}")]
+    Tls(String),
     #[error("store: {0}")]
     Store(#[from] switchboard_store::StoreError),
 }

@@ -56,12 +56,13 @@ mod outbound;
 mod register;
 mod server;
 mod sip;
+mod tls;
 
 /// The media driver this crate talks to.
 pub(crate) use switchboard_rtp as rtp;
 
 pub use call::{ActiveCall, CallControl, CallHandler, CallInfo, TransferOptions, TransferOutcome};
-pub use config::SipConfig;
+pub use config::{SipConfig, SipTls};
 pub use control::TransferFailure;
 pub use error::{DialError, TelephonyError};
 pub use outbound::{dial_uri, DialRequest, DialUriOptions};

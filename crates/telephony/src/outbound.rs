@@ -20,6 +20,7 @@ use crate::call::{ActiveCall, CallControl, CallDriver, CallInfo, TransferOptions
 use crate::control::{self, CallLeg, LegInput, SipEvent, TransferFailure};
 use crate::rtp::{MediaEngine, RtpEndpoint};
 use crate::server::{Ctx, Stack, Telephony};
+use crate::sip;
 use crate::{DialError, SipConfig};
 
 /// An outbound call through [`Telephony::dial`].
@@ -48,6 +49,9 @@ pub struct DialUriOptions {
     pub no_answer_timeout: Duration,
     /// Stereo WAV of the call, if wanted.
     pub recording: Option<std::path::PathBuf>,
+    /// CAs trusted for a `;transport=tls` target, PEM (such as the system
+    /// bundle). Without them a TLS target cannot be verified.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl Default for DialUriOptions {
@@ -57,6 +61,7 @@ impl Default for DialUriOptions {
             from: "switchboard".into(),
             no_answer_timeout: Duration::from_secs(30),
             recording: None,
+            tls_ca: None,
         }
     }
 }
@@ -75,13 +80,24 @@ pub async fn dial_uri(
         no_answer_timeout: opts.no_answer_timeout,
         ..SipConfig::default()
     };
-    let (stack, incoming) = Stack::bind(opts.bind, false, cfg.t1, &cfg.user_agent, None)
-        .await
-        .map_err(|e| DialError::Network(e.to_string()))?;
+    let tls = opts.tls_ca.clone().map(|ca_pem| crate::SipTls {
+        ca_pem: Some(ca_pem),
+        ..crate::SipTls::default()
+    });
+    let (stack, incoming) = Stack::bind(
+        opts.bind,
+        false,
+        cfg.t1,
+        &cfg.user_agent,
+        None,
+        tls.as_ref(),
+    )
+    .await
+    .map_err(|e| DialError::Network(e.to_string()))?;
     let ctx = Arc::new(Ctx::new(stack, None, cfg, engine.clone(), None));
     tokio::spawn(crate::server::serve(ctx.clone(), incoming));
     let resolved = resolve_uri(&ctx, target, Some(&opts.from))?;
-    let connected = match connect(&ctx, &resolved, opts.no_answer_timeout).await {
+    let connected = match connect(&ctx, &resolved, opts.no_answer_timeout, Timer::Ask).await {
         Ok(c) => c,
         Err(e) => {
             ctx.stack.cancel.cancel();
@@ -156,7 +172,7 @@ impl Telephony {
             .await?;
         let span = tracing::info_span!("call", session = %session.id, direction = "outbound");
         let timeout = req.no_answer_timeout.unwrap_or(ctx.cfg.no_answer_timeout);
-        let connected = match connect(ctx, &resolved, timeout)
+        let connected = match connect(ctx, &resolved, timeout, Timer::Ask)
             .instrument(span.clone())
             .await
         {
@@ -213,6 +229,8 @@ pub(crate) struct Connected {
     pub(crate) states: DialogStateReceiver,
     pub(crate) endpoint: RtpEndpoint,
     pub(crate) local_sdp: String,
+    /// The RFC 4028 timer the 2xx granted, if any.
+    pub(crate) session_timer: Option<control::SessionTimer>,
 }
 
 /// Where and how to send an INVITE.
@@ -279,8 +297,8 @@ async fn resolve_trunk(
         target: number.to_string(),
         reason: format!("trunk host `{}`: {e}", trunk.host),
     })?;
-    if trunk.transport == Transport::Tcp {
-        callee.params.push(Param::Transport(SipTransport::Tcp));
+    if let Some(transport) = sip_transport(trunk.transport) {
+        callee.params.push(Param::Transport(transport));
     }
     let credential = match &trunk.outbound_username {
         Some(user) => {
@@ -341,70 +359,145 @@ fn local_uri(ctx: &Ctx, user: &str) -> Result<Uri, DialError> {
     })
 }
 
-/// Sends the INVITE and waits for a final answer, CANCELling after `timeout`.
-async fn connect(ctx: &Arc<Ctx>, r: &Resolved, timeout: Duration) -> Result<Connected, DialError> {
+/// The `transport` URI parameter a trunk's transport needs (none for UDP,
+/// SIP's default).
+pub(crate) fn sip_transport(transport: Transport) -> Option<SipTransport> {
+    match transport {
+        Transport::Udp => None,
+        Transport::Tcp => Some(SipTransport::Tcp),
+        Transport::Tls => Some(SipTransport::Tls),
+    }
+}
+
+/// Whether an INVITE we send asks for an RFC 4028 session timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// The call's own leg: its driver refreshes or watches the session.
+    Ask,
+    /// A bridged transfer leg: nothing would refresh it, so we ask for none.
+    Omit,
+}
+
+/// Sends the INVITE and waits for a final answer, CANCELling after `timeout`
+/// (counted over both attempts when a 422 earns a retry).
+async fn connect(
+    ctx: &Arc<Ctx>,
+    r: &Resolved,
+    timeout: Duration,
+    timer: Timer,
+) -> Result<Connected, DialError> {
     let (pending, offer) = ctx
         .engine
         .offer()
         .await
         .map_err(|e| DialError::Media(e.to_string()))?;
-    let (state_tx, states) = ctx.stack.dialogs.new_dialog_state_channel();
-    let opt = InviteOption {
-        caller: r.caller.clone(),
-        callee: r.callee.clone(),
-        content_type: Some("application/sdp".into()),
-        offer: Some(offer.clone().into_bytes()),
-        contact: ctx.stack.contact.clone(),
-        credential: r.credential.clone(),
-        ..Default::default()
-    };
-    let (dialog, handle) = ctx
-        .stack
-        .dialogs
-        .do_invite_async(opt, state_tx)
-        .map_err(|e| DialError::Network(e.to_string()))?;
-    let started = Instant::now();
-    let result = tokio::select! {
-        r = handle => r,
-        _ = tokio::time::sleep(timeout) => {
-            info!(after = ?started.elapsed(), "no answer; cancelling");
-            dialog.cancel().await.ok();
-            return Err(DialError::NoAnswer);
-        }
-    };
-    let response = match result {
-        Ok(Ok((_, Some(resp)))) => resp,
-        Ok(Ok((_, None))) => return Err(DialError::Network("no response".into())),
-        Ok(Err(e)) => return Err(DialError::Network(e.to_string())),
-        Err(e) => return Err(DialError::Network(format!("invite task: {e}"))),
-    };
-    let code = response.status_code.code();
-    match code {
-        200..=299 => {}
-        486 | 600 => return Err(DialError::Busy),
-        401 | 407 => return Err(DialError::Unauthorized { code }),
-        408 | 480 | 487 => return Err(DialError::NoAnswer),
-        _ => {
-            return Err(DialError::Rejected {
-                code,
-                reason: response.status_code.text().to_string(),
-            })
-        }
-    }
-    let answer = String::from_utf8_lossy(&response.body).to_string();
-    let endpoint = match pending.accept_answer(&answer) {
-        Ok(e) => e,
-        Err(e) => {
-            dialog.bye().await.ok();
+    let mut session_timer =
+        (timer == Timer::Ask).then(|| control::UacSessionTimer::new(ctx.cfg.min_session_expires));
+    let give_up = tokio::time::Instant::now() + timeout;
+    let mut call_id = None;
+    // One INVITE, plus one retry after a 422 (RFC 4028 §7.4).
+    for _attempt in 0..2 {
+        let (state_tx, states) = ctx.stack.dialogs.new_dialog_state_channel();
+        let headers = session_timer.map(|st| {
+            use rsipstack::sip::Header;
+            vec![
+                Header::Supported("timer".to_string().into()),
+                Header::SessionExpires(st.session_expires().into()),
+                Header::MinSE(st.min_se().into()),
+            ]
+        });
+        let opt = InviteOption {
+            caller: r.caller.clone(),
+            callee: r.callee.clone(),
+            content_type: Some("application/sdp".into()),
+            offer: Some(offer.clone().into_bytes()),
+            contact: ctx.stack.contact_for(&r.callee),
+            credential: r.credential.clone(),
+            headers,
+            // The retry is the same call to the callee (sipp, and carriers
+            // that key state on it, see one call with two INVITEs).
+            call_id: call_id.clone(),
+            ..Default::default()
+        };
+        let (dialog, handle) = ctx
+            .stack
+            .dialogs
+            .do_invite_async(opt, state_tx)
+            .map_err(|e| DialError::Network(e.to_string()))?;
+        call_id = Some(dialog.id().call_id);
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = handle => r,
+            _ = tokio::time::sleep_until(give_up) => {
+                info!(after = ?started.elapsed(), "no answer; cancelling");
+                dialog.cancel().await.ok();
+                return Err(DialError::NoAnswer);
+            }
+        };
+        let response = match result {
+            Ok(Ok((_, Some(resp)))) => resp,
+            Ok(Ok((_, None))) => return Err(DialError::Network("no response".into())),
+            Ok(Err(e)) => return Err(DialError::Network(e.to_string())),
+            Err(e) => return Err(DialError::Network(format!("invite task: {e}"))),
+        };
+        let code = response.status_code.code();
+        let retry = match (code, session_timer.as_mut()) {
+            (422, Some(st)) => {
+                let min_se = sip::response_header_value(&response, "Min-SE");
+                st.handle_too_small(min_se.as_deref())
+            }
+            _ => None,
+        };
+        if let Some(interval) = retry {
+            info!(
+                session_expires = interval.as_secs(),
+                "session interval too small (422); retrying with the callee's Min-SE"
+            );
             ctx.stack.dialogs.remove_dialog(&dialog.id());
-            return Err(DialError::Media(e.to_string()));
+            continue;
         }
-    };
-    Ok(Connected {
-        dialog,
-        states,
-        endpoint,
-        local_sdp: offer,
+        match code {
+            200..=299 => {}
+            486 | 600 => return Err(DialError::Busy),
+            401 | 407 => return Err(DialError::Unauthorized { code }),
+            408 | 480 | 487 => return Err(DialError::NoAnswer),
+            _ => {
+                return Err(DialError::Rejected {
+                    code,
+                    reason: response.status_code.text().to_string(),
+                })
+            }
+        }
+        let answer = String::from_utf8_lossy(&response.body).to_string();
+        let endpoint = match pending.accept_answer(&answer) {
+            Ok(e) => e,
+            Err(e) => {
+                dialog.bye().await.ok();
+                ctx.stack.dialogs.remove_dialog(&dialog.id());
+                return Err(DialError::Media(e.to_string()));
+            }
+        };
+        let session_timer = session_timer.and_then(|st| {
+            st.handle_answer(sip::response_header_value(&response, "Session-Expires").as_deref())
+        });
+        if let Some(timer) = session_timer {
+            info!(
+                interval = timer.interval.as_secs(),
+                refresher = timer.refresher.as_str(),
+                "session timer granted"
+            );
+        }
+        return Ok(Connected {
+            dialog,
+            states,
+            endpoint,
+            local_sdp: offer,
+            session_timer,
+        });
+    }
+    Err(DialError::Rejected {
+        code: 422,
+        reason: "Session Interval Too Small".into(),
     })
 }
 
@@ -423,6 +516,9 @@ fn start_outbound(
     }
     let now = Instant::now();
     let mut leg = CallLeg::new(Direction::Outbound, ctx.leg_timers(), now);
+    if let Some(timer) = connected.session_timer {
+        leg.set_session_timer(timer);
+    }
     leg.handle_input(LegInput::Sip(now, SipEvent::Answered));
     let driver = CallDriver {
         ctx: ctx.clone(),
@@ -467,7 +563,9 @@ pub(crate) async fn connect_transfer(
     };
     let resolved = resolve(ctx, &req).await.map_err(to_failure)?;
     let timeout = opts.no_answer_timeout.unwrap_or(ctx.cfg.no_answer_timeout);
-    connect(ctx, &resolved, timeout).await.map_err(to_failure)
+    connect(ctx, &resolved, timeout, Timer::Omit)
+        .await
+        .map_err(to_failure)
 }
 
 fn to_failure(e: DialError) -> TransferFailure {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::registration::Registration;
-use rsipstack::sip::{Param, Transport as SipTransport, Uri};
+use rsipstack::sip::{Param, Uri};
 use switchboard_model::{Transport, Trunk, TrunkId};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -147,10 +147,21 @@ async fn keep_registered(
             return;
         }
     };
-    if trunk.transport == Transport::Tcp {
-        server.params.push(Param::Transport(SipTransport::Tcp));
+    if let Some(transport) = crate::outbound::sip_transport(trunk.transport) {
+        server.params.push(Param::Transport(transport));
     }
     let mut registration = Registration::new(ctx.stack.dialogs.endpoint.clone(), credential);
+    if trunk.transport == Transport::Tls {
+        if ctx.stack.tls_local.is_none() {
+            warn!(trunk = %trunk.name, "trunk registers over TLS but sip.tls_addr is unset: the carrier has no TLS address to send calls to");
+        }
+        // Calls for a TLS trunk's numbers must come back over TLS.
+        registration.contact = Some(rsipstack::sip::typed::Contact {
+            display_name: None,
+            uri: ctx.stack.contact_for(&server),
+            params: Vec::new(),
+        });
+    }
     let mut timer = RegistrationTimer::new(REQUESTED_EXPIRY, Instant::now());
     loop {
         tokio::select! {

@@ -12,6 +12,7 @@ use rsipstack::sip::{Method, StatusCode};
 use rsipstack::transaction::endpoint::EndpointOption;
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transaction::TransactionReceiver;
+use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{TcpListenerConnection, TransportLayer};
 use rsipstack::EndpointBuilder;
@@ -29,17 +30,44 @@ use crate::control::{
 use crate::directory::Directory;
 use crate::register::TrunkReload;
 use crate::rtp::{MediaEngine, RtpError};
-use crate::{sip, SipConfig, TelephonyError};
+use crate::{sip, SipConfig, SipTls, TelephonyError};
+
+/// TLS settings after [`crate::tls`] checked them: (listen address, the
+/// listener's config, the client side's trust anchors).
+type CheckedTls = (Option<SocketAddr>, Option<TlsConfig>, Option<TlsConfig>);
 
 /// One rsipstack endpoint with its dialog layer.
 pub(crate) struct Stack {
     pub(crate) dialogs: Arc<DialogLayer>,
     pub(crate) contact: rsipstack::sip::Uri,
     pub(crate) local: SocketAddr,
+    /// Where the TLS listener accepts connections, if there is one.
+    pub(crate) tls_local: Option<SocketAddr>,
     pub(crate) cancel: CancellationToken,
 }
 
 impl Stack {
+    /// The Contact for a dialog or registration towards `target`: over TLS
+    /// (`;transport=tls`), our TLS listener, so the far end's in-dialog
+    /// requests and incoming calls come back over TLS; else the UDP/TCP one.
+    pub(crate) fn contact_for(&self, target: &rsipstack::sip::Uri) -> rsipstack::sip::Uri {
+        use rsipstack::sip::{Param, Transport};
+        let tls = target
+            .params
+            .iter()
+            .any(|p| matches!(p, Param::Transport(Transport::Tls)));
+        match (tls, self.tls_local) {
+            (true, Some(addr)) => {
+                let mut contact = self.contact.clone();
+                contact.host_with_port.port = Some(addr.port().into());
+                contact.params.retain(|p| !matches!(p, Param::Transport(_)));
+                contact.params.push(Param::Transport(Transport::Tls));
+                contact
+            }
+            _ => self.contact.clone(),
+        }
+    }
+
     /// Binds UDP (and TCP on the same port when `tcp`) and starts serving.
     ///
     /// With `public`, rsipstack writes `public:port` instead of the bound
@@ -48,20 +76,33 @@ impl Stack {
     /// The external address needs the port, so port 0 is resolved first by
     /// binding a probe socket (a tiny race a test may lose, never a
     /// production config, which names its port).
+    ///
+    /// With `tls`, SIP over TLS too: a listener on `tls.listen` and/or
+    /// trust anchors for connecting to TLS trunks.
     pub(crate) async fn bind(
         listen: SocketAddr,
         tcp: bool,
         t1: Duration,
         user_agent: &str,
         public: Option<IpAddr>,
+        tls: Option<&SipTls>,
     ) -> Result<(Stack, TransactionReceiver), TelephonyError> {
+        // Bad certificate files stop start-up, with the file to fix.
+        let tls = match tls {
+            Some(t) => Some((
+                t.listen,
+                crate::tls::listener_config(t)?,
+                crate::tls::client_config(t)?,
+            )),
+            None => None,
+        };
         // Port 0 picks a free UDP port, and TCP must then get the same one:
         // another process may hold it, so pick again (a few times).
         let attempts = if listen.port() == 0 { 20 } else { 1 };
         let mut tries = 0;
         loop {
             tries += 1;
-            match Self::bind_once(listen, tcp, t1, user_agent, public).await {
+            match Self::bind_once(listen, tcp, t1, user_agent, public, tls.clone()).await {
                 Err(TelephonyError::Bind { .. }) if tries < attempts => continue,
                 other => return other,
             }
@@ -74,6 +115,7 @@ impl Stack {
         t1: Duration,
         user_agent: &str,
         public: Option<IpAddr>,
+        tls: Option<CheckedTls>,
     ) -> Result<(Stack, TransactionReceiver), TelephonyError> {
         let mut listen = listen;
         if public.is_some() && listen.port() == 0 {
@@ -125,6 +167,28 @@ impl Stack {
             let listener = TcpListenerConnection::new(tcp_addr, external).await?;
             transport.add_transport(listener.into());
         }
+        let mut tls_local = None;
+        if let Some((tls_listen, server, client)) = tls {
+            if let Some(client) = client {
+                transport.set_tls_config(client);
+            }
+            if let (Some(addr), Some(server)) = (tls_listen, server) {
+                // As for TCP: a taken port is a start-up error. Port 0 is
+                // resolved here (the listener binds lazily).
+                let probe = std::net::TcpListener::bind(addr).and_then(|l| l.local_addr());
+                let addr = match probe {
+                    Ok(bound) => bound,
+                    Err(source) => {
+                        cancel.cancel();
+                        return Err(TelephonyError::Bind { addr, source });
+                    }
+                };
+                let external = public.map(|ip| SocketAddr::new(ip, addr.port()));
+                let listener = TlsListenerConnection::new(addr, external, server).await?;
+                transport.add_transport(listener.into());
+                tls_local = Some(addr);
+            }
+        }
         let option = EndpointOption {
             t1,
             t1x64: t1 * 64,
@@ -148,6 +212,7 @@ impl Stack {
                 dialogs,
                 contact,
                 local,
+                tls_local,
                 cancel,
             },
             incoming,
@@ -295,10 +360,20 @@ impl Telephony {
         engine: MediaEngine,
         handler: Arc<dyn CallHandler>,
     ) -> Result<Telephony, TelephonyError> {
-        let (stack, incoming) =
-            Stack::bind(cfg.listen, true, cfg.t1, &cfg.user_agent, cfg.public_addr).await?;
+        let (stack, incoming) = Stack::bind(
+            cfg.listen,
+            true,
+            cfg.t1,
+            &cfg.user_agent,
+            cfg.public_addr,
+            cfg.tls.as_ref(),
+        )
+        .await?;
         tokio::fs::create_dir_all(&cfg.recordings_dir).await.ok();
         info!(addr = %stack.local, "SIP listening (UDP and TCP)");
+        if let Some(addr) = stack.tls_local {
+            info!(%addr, "SIP listening (TLS)");
+        }
         let ctx = Arc::new(Ctx::new(stack, Some(store), cfg, engine, Some(handler)));
         tokio::spawn(serve(ctx.clone(), incoming));
         // A store hiccup must not keep us from answering calls; the
@@ -339,6 +414,11 @@ impl Telephony {
     /// The address SIP listens on (UDP and TCP share the port).
     pub fn local_addr(&self) -> SocketAddr {
         self.ctx.stack.local
+    }
+
+    /// Where SIP over TLS is accepted, when [`SipConfig::tls`] has a listener.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.ctx.stack.tls_local
     }
 
     pub fn engine(&self) -> &MediaEngine {

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rsipstack::dialog::authenticate::verify_digest;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::typed::Authorization;
-use rsipstack::sip::{Header, Request};
+use rsipstack::sip::{Header, Request, Response};
 use rsipstack::transport::SipConnection;
 
 /// The address the request came from (Via `received`, else the Via host,
@@ -145,8 +145,16 @@ pub(crate) fn digest_ok(
 /// The values of every `name` header (compact forms included, as the
 /// parser maps them), joined with ", "; `None` when there is none.
 pub(crate) fn header_value(req: &Request, name: &str) -> Option<String> {
-    let values: Vec<&str> = req
-        .headers
+    joined_values(&req.headers, name)
+}
+
+/// As [`header_value`], for a response (the 2xx or 422 to our INVITE).
+pub(crate) fn response_header_value(resp: &Response, name: &str) -> Option<String> {
+    joined_values(&resp.headers, name)
+}
+
+fn joined_values(headers: &rsipstack::sip::Headers, name: &str) -> Option<String> {
+    let values: Vec<&str> = headers
         .iter()
         .filter(|h| h.name().eq_ignore_ascii_case(name))
         .map(|h| h.value())

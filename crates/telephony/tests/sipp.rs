@@ -1201,6 +1201,175 @@ async fn session_interval_below_min_se_gets_422() -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------
+// Session timers and REFER on calls we place (sipp is the callee's UAS)
+
+/// A trunk named "carrier" to a sipp UAS on `port` (no digest).
+async fn callee_trunk(h: &Harness, port: u16, transfer: TrunkTransfer) -> Result<()> {
+    h.store
+        .create_trunk(
+            &TrunkInput {
+                name: "carrier".into(),
+                host: "127.0.0.1".into(),
+                port: Some(port),
+                allowed_cidrs: vec!["127.0.0.1".into()],
+                outbound_caller_id: Some("+14155550100".into()),
+                transfer,
+                ..Default::default()
+            }
+            .validate(Region::default())?,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Dials the sipp UAS running `scenario_name` through a "carrier" trunk;
+/// Min-SE is lowered to 1 s so the scenarios can grant short intervals.
+async fn dial_sipp(
+    scenario_name: &str,
+    transfer: TrunkTransfer,
+) -> Result<(Harness, tokio::process::Child, ActiveCall)> {
+    let h = harness_with(Mode::Listen, |c| {
+        c.min_session_expires = Duration::from_secs(1);
+    })
+    .await?;
+    let (uas, port) = sipp_uas(scenario_name)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    callee_trunk(&h, port, transfer).await?;
+    let call = h.tel.dial(dial_req(Duration::from_secs(10))).await?;
+    Ok((h, uas, call))
+}
+
+/// Waits (bounded) for the call to end; its end reason.
+async fn end_reason(control: &switchboard_telephony::CallControl) -> Result<String> {
+    let mut ended = control.ended();
+    tokio::time::timeout(Duration::from_secs(20), ended.wait_for(|e| e.is_some()))
+        .await
+        .context("the call did not end")??;
+    let reason = control.ended().borrow().clone();
+    reason.context("ended without a reason")
+}
+
+/// Our INVITE asks for a timer (Session-Expires, Supported: timer, Min-SE;
+/// the scenario checks them); the callee answers `Session-Expires:
+/// 4;refresher=uac`, so we refresh by re-INVITE every 2 s (it checks
+/// refresher=uac on two of them), and the call is still up past the 4 s
+/// interval when the callee hangs up.
+#[tokio::test]
+async fn calls_we_place_refresh_the_session_when_the_callee_makes_us_the_refresher() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let (h, uas, call) =
+        dial_sipp("uas_session_timer_we_refresh.xml", TrunkTransfer::Bridge).await?;
+    let answered = Instant::now();
+    assert_eq!(end_reason(&call.control).await?, "callee hung up");
+    assert!(
+        answered.elapsed() > Duration::from_secs(4),
+        "the call outlived the session interval"
+    );
+    uas_finished(uas).await?;
+    let s = ended_sessions(&h.store, 1).await?;
+    assert_eq!(s[0].end_reason.as_deref(), Some("callee hung up"));
+    Ok(())
+}
+
+/// The callee takes the refresher role (`Session-Expires: 3;refresher=uas`)
+/// and never refreshes: we hang up when the session expires (3 s − 1 s).
+#[tokio::test]
+async fn calls_we_place_end_when_the_refreshing_callee_goes_silent() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let (h, uas, call) = dial_sipp(
+        "uas_session_timer_never_refreshes.xml",
+        TrunkTransfer::Bridge,
+    )
+    .await?;
+    let answered = Instant::now();
+    assert_eq!(end_reason(&call.control).await?, "session timer expired");
+    let after = answered.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500) && after < Duration::from_secs(6),
+        "BYE at the expiry, not before or long after: {after:?}"
+    );
+    uas_finished(uas).await?;
+    let s = ended_sessions(&h.store, 1).await?;
+    assert_eq!(s[0].end_reason.as_deref(), Some("session timer expired"));
+    Ok(())
+}
+
+/// 422 with Min-SE: 3600 to our INVITE: we try again once, asking for
+/// 3600 s (the scenario checks it), and the call connects.
+#[tokio::test]
+async fn calls_we_place_retry_once_after_422_with_the_callees_min_se() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let (h, uas, call) = dial_sipp("uas_session_timer_422.xml", TrunkTransfer::Bridge).await?;
+    assert_eq!(end_reason(&call.control).await?, "callee hung up");
+    uas_finished(uas).await?;
+    let s = ended_sessions(&h.store, 1).await?;
+    assert!(s[0].answered_at.is_some());
+    Ok(())
+}
+
+/// A call we placed through a `transfer = refer` trunk: REFER to the
+/// callee's side (the scenario checks Refer-To and Referred-By), 202, NOTIFY
+/// `SIP/2.0 200 OK`; we hang up and the session ends "transferred by REFER".
+#[tokio::test]
+async fn calls_we_place_transfer_by_refer_on_a_refer_trunk() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let (h, uas, call) = dial_sipp("uas_refer_accepted.xml", TrunkTransfer::Refer).await?;
+    let ActiveCall { control, media, .. } = call;
+    let (outcome, back) = tokio::time::timeout(
+        Duration::from_secs(20),
+        control.transfer("+14155550123", media, TransferOptions::default()),
+    )
+    .await
+    .context("the transfer did not finish")?;
+    assert_eq!(outcome, TransferOutcome::Referred);
+    assert!(back.is_none(), "the leg is the carrier's now");
+    assert_eq!(end_reason(&control).await?, "transferred by REFER");
+    uas_finished(uas).await?;
+    let s = ended_sessions(&h.store, 1).await?;
+    assert_eq!(s[0].outcome, Some(Outcome::LiveTransfer));
+    assert_eq!(s[0].end_reason.as_deref(), Some("transferred by REFER"));
+    Ok(())
+}
+
+/// The callee's side answers our REFER 403: we dial the target ourselves
+/// and bridge it; the target hangs up and we release the callee.
+#[tokio::test]
+async fn calls_we_place_fall_back_to_the_bridge_when_refer_is_refused() -> Result<()> {
+    if !sipp_available() {
+        return Ok(());
+    }
+    let (mut target, uri) = bridge_target(Duration::from_millis(800)).await?;
+    let (h, uas, call) = dial_sipp("uas_refer_refused.xml", TrunkTransfer::Refer).await?;
+    let ActiveCall { control, media, .. } = call;
+    let (outcome, back) = tokio::time::timeout(
+        Duration::from_secs(20),
+        control.transfer(&uri, media, TransferOptions::default()),
+    )
+    .await
+    .context("the transfer did not finish")?;
+    assert_eq!(outcome, TransferOutcome::Bridged);
+    assert!(back.is_none());
+    assert_eq!(end_reason(&control).await?, "transfer target hung up");
+    uas_finished(uas).await?;
+    let s = ended_sessions(&h.store, 1).await?;
+    assert_eq!(s[0].outcome, Some(Outcome::LiveTransfer));
+    assert_eq!(
+        next_report(&mut target).await?.ended.as_deref(),
+        Some("agent hung up"),
+        "the bridge really reached the target"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // Live transfer to a real rep (a sipp UAS that echoes RTP)
 
 /// What the test caller heard while talking.

@@ -61,6 +61,12 @@ pub(crate) async fn place(
             from: args.from.clone(),
             no_answer_timeout: Duration::from_secs(args.timeout.min(60)),
             recording: None,
+            // A `;transport=tls` target is verified against sip.tls_ca.
+            tls_ca: config
+                .sip
+                .tls_ca
+                .as_ref()
+                .and_then(|path| std::fs::read(path).ok()),
         },
     )
     .await;
