@@ -41,6 +41,33 @@ fn pki() -> Result<(String, String, String)> {
     Ok((ca.pem(), leaf.pem(), leaf_key.serialize_pem()))
 }
 
+/// A server on 127.0.0.1 with a TLS listener on a free port, `cert`/`key`
+/// for it, and `ca` (if any) trusted for TLS trunks it dials.
+async fn tls_server(
+    behaviour: Behaviour,
+    cert: String,
+    key: String,
+    ca: Option<String>,
+    tweak: impl FnOnce(&mut switchboard_telephony::SipConfig),
+) -> Result<common::Harness> {
+    harness_with(LOCALHOST, "127.0.0.0/8", behaviour, |cfg| {
+        cfg.tls = Some(SipTls {
+            listen: Some(SocketAddr::new(LOCALHOST, 0)),
+            cert_pem: Some(cert.into_bytes()),
+            key_pem: Some(key.into_bytes()),
+            ca_pem: ca.map(String::into_bytes),
+        });
+        tweak(cfg);
+    })
+    .await
+}
+
+/// A server that listens and never hangs up first.
+const LISTEN: Behaviour = Behaviour {
+    hangup_after: None,
+    play_tone: false,
+};
+
 fn connector(trusted: &str) -> Result<TlsConnector> {
     let mut roots = RootCertStore::empty();
     for cert in rustls_pemfile_certs(trusted)? {
@@ -152,19 +179,7 @@ fn request(
 #[tokio::test]
 async fn a_call_over_tls_is_answered_and_leaves_a_session() -> Result<()> {
     let (ca, cert, key) = pki()?;
-    let behaviour = Behaviour {
-        hangup_after: None,
-        play_tone: false,
-    };
-    let h = harness_with(LOCALHOST, "127.0.0.0/8", behaviour, |cfg| {
-        cfg.tls = Some(SipTls {
-            listen: Some(SocketAddr::new(LOCALHOST, 0)),
-            cert_pem: Some(cert.into_bytes()),
-            key_pem: Some(key.into_bytes()),
-            ca_pem: None,
-        });
-    })
-    .await?;
+    let h = tls_server(LISTEN, cert, key, None, |_| {}).await?;
     let addr = h.tel.tls_addr().context("a TLS listener")?;
     assert_ne!(addr.port(), 0);
 
@@ -239,19 +254,7 @@ async fn a_call_over_tls_is_answered_and_leaves_a_session() -> Result<()> {
 async fn a_listener_without_a_matching_key_does_not_start() -> Result<()> {
     let (_, cert, _) = pki()?;
     let (_, _, other_key) = pki()?;
-    let behaviour = Behaviour {
-        hangup_after: None,
-        play_tone: false,
-    };
-    let started = harness_with(LOCALHOST, "127.0.0.0/8", behaviour, |cfg| {
-        cfg.tls = Some(SipTls {
-            listen: Some(SocketAddr::new(LOCALHOST, 0)),
-            cert_pem: Some(cert.into_bytes()),
-            key_pem: Some(other_key.into_bytes()),
-            ca_pem: None,
-        });
-    })
-    .await;
+    let started = tls_server(LISTEN, cert, other_key, None, |_| {}).await;
     let error = match started {
         Ok(_) => bail!("telephony started with a key that does not match"),
         Err(e) => format!("{e:#}"),
@@ -270,15 +273,7 @@ async fn calls_we_place_go_over_tls_to_a_verified_server() -> Result<()> {
         hangup_after: Some(Duration::from_millis(600)),
         play_tone: true,
     };
-    let mut server = harness_with(LOCALHOST, "127.0.0.0/8", behaviour, |cfg| {
-        cfg.tls = Some(SipTls {
-            listen: Some(SocketAddr::new(LOCALHOST, 0)),
-            cert_pem: Some(cert.into_bytes()),
-            key_pem: Some(key.into_bytes()),
-            ca_pem: None,
-        });
-    })
-    .await?;
+    let mut server = tls_server(behaviour, cert, key, None, |_| {}).await?;
     let tls_addr = server.tel.tls_addr().context("a TLS listener")?;
     let target = format!("sip:{NUMBER}@{tls_addr};transport=tls");
     let engine = switchboard_telephony::MediaEngine::new(switchboard_telephony::MediaConfig {
@@ -355,17 +350,7 @@ async fn calls_we_place_go_over_tls_to_a_verified_server() -> Result<()> {
     // A second server dials the number through a trunk whose transport is
     // tls, trusting our CA (its own TLS listener goes in its Contact).
     let (_, cert_b, key_b) = pki()?;
-    let quiet = Behaviour {
-        hangup_after: None,
-        play_tone: false,
-    };
-    let caller = harness_with(LOCALHOST, "127.0.0.0/8", quiet, |cfg| {
-        cfg.tls = Some(SipTls {
-            listen: Some(SocketAddr::new(LOCALHOST, 0)),
-            cert_pem: Some(cert_b.into_bytes()),
-            key_pem: Some(key_b.into_bytes()),
-            ca_pem: Some(ca.into_bytes()),
-        });
+    let caller = tls_server(LISTEN, cert_b, key_b, Some(ca), |cfg| {
         cfg.media.ports = switchboard_rtp::PortRange::new(42_000, 42_999);
     })
     .await?;
