@@ -359,6 +359,35 @@ fn local_uri(ctx: &Ctx, user: &str) -> Result<Uri, DialError> {
     })
 }
 
+/// Over TLS, connects (and verifies the server) before the INVITE, so a
+/// certificate we do not trust is an immediate error in words rather than
+/// an INVITE that times out unanswered. The connection is kept and carries
+/// the INVITE.
+async fn tls_preflight(ctx: &Ctx, callee: &Uri) -> Result<(), DialError> {
+    let tls = callee
+        .params
+        .iter()
+        .any(|p| matches!(p, Param::Transport(SipTransport::Tls)));
+    if !tls {
+        return Ok(());
+    }
+    let target = rsipstack::transport::SipAddr::try_from(callee)
+        .map_err(|e| DialError::Network(format!("{callee}: {e}")))?;
+    match ctx
+        .stack
+        .dialogs
+        .endpoint
+        .transport_layer
+        .lookup(&target, None)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(DialError::Network(format!(
+            "TLS connection to {target} failed: {e} — the server's certificate must chain to a CA in sip.tls_ca"
+        ))),
+    }
+}
+
 /// The `transport` URI parameter a trunk's transport needs (none for UDP,
 /// SIP's default).
 pub(crate) fn sip_transport(transport: Transport) -> Option<SipTransport> {
@@ -394,6 +423,7 @@ async fn connect(
     let mut session_timer =
         (timer == Timer::Ask).then(|| control::UacSessionTimer::new(ctx.cfg.min_session_expires));
     let give_up = tokio::time::Instant::now() + timeout;
+    tls_preflight(ctx, &r.callee).await?;
     let mut call_id = None;
     // One INVITE, plus one retry after a 422 (RFC 4028 §7.4).
     for _attempt in 0..2 {
