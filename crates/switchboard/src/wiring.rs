@@ -356,7 +356,7 @@ pub(crate) async fn start_telephony(
 
 /// Reads the SIP-over-TLS files the configuration names; a file that
 /// cannot be read is a usage error naming the setting.
-fn sip_tls(config: &Config) -> anyhow::Result<Option<switchboard_telephony::SipTls>> {
+pub(crate) fn sip_tls(config: &Config) -> anyhow::Result<Option<switchboard_telephony::SipTls>> {
     let read = |key: &str, path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
         match path {
             None => Ok(None),

@@ -588,6 +588,9 @@ fn doctor_fails_with_a_fix_for_bad_settings() {
             .arg(file.join("data"))
             .env("SWITCHBOARD_HTTP_ADDR", &busy)
             .env("SWITCHBOARD_SALESFORCE_ORG_ID", "00D000000000001")
+            .env("SWITCHBOARD_SIP_TLS_ADDR", "127.0.0.1:0")
+            .env("SWITCHBOARD_SIP_TLS_CERT", &file)
+            .env("SWITCHBOARD_SIP_TLS_KEY", &file)
             .output()
             .unwrap(),
     );
@@ -619,6 +622,12 @@ fn doctor_fails_with_a_fix_for_bad_settings() {
         "{sf}"
     );
     assert!(sf.contains("SWITCHBOARD_SALESFORCE_SCRT_URL"), "{sf}");
+    let tls = line("sip tls");
+    assert!(
+        tls.starts_with("FAIL sip tls: the certificate holds no `BEGIN CERTIFICATE` block"),
+        "{tls}"
+    );
+    assert!(tls.contains("change SWITCHBOARD_SIP_TLS_CERT"), "{tls}");
 
     // An invalid value fails the config check, with the key named.
     let run = common::Run::from(

@@ -71,6 +71,16 @@ pub struct SipTls {
     pub ca_pem: Option<Vec<u8>>,
 }
 
+impl SipTls {
+    /// Checks the PEM material as start-up would (`switchboard doctor`):
+    /// the reason in words, naming the file's role.
+    pub fn check(&self) -> Result<(), crate::tls::TlsError> {
+        crate::tls::listener_config(self)?;
+        crate::tls::client_config(self)?;
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for SipTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key.

@@ -69,3 +69,4 @@ pub use outbound::{dial_uri, DialRequest, DialUriOptions};
 pub use register::TrunkReload;
 pub use rtp::{MediaConfig, MediaEngine, MediaLeg};
 pub use server::Telephony;
+pub use tls::TlsError;

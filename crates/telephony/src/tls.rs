@@ -14,10 +14,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use crate::config::SipTls;
 use crate::TelephonyError;
 
-/// What is wrong with the TLS settings, in words (becomes
+/// What is wrong with the TLS settings, in words (at start-up it becomes
 /// [`TelephonyError::Tls`]).
-#[derive(Debug)]
-pub(crate) struct TlsError(String);
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(String);
 
 impl From<TlsError> for TelephonyError {
     fn from(e: TlsError) -> Self {

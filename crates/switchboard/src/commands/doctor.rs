@@ -134,6 +134,7 @@ async fn check_all(config: &Config) -> Vec<Check> {
     checks.push(check_http(config));
     checks.push(check_sandbox(config));
     checks.push(check_sip(config));
+    checks.extend(check_sip_tls(config));
     checks.extend(check_speech(config));
     checks.extend(check_salesforce(config));
     checks
@@ -382,6 +383,34 @@ fn check_sip(config: &Config) -> Check {
             )
         }
     }
+}
+
+/// The SIP-over-TLS files, checked as start-up would; no line without a
+/// TLS listener.
+fn check_sip_tls(config: &Config) -> Option<Check> {
+    let addr = config.sip.tls_addr?;
+    let fix = format!(
+        "{}; {}",
+        config.how_to_set("sip.tls_cert", None),
+        config.how_to_set("sip.tls_key", None)
+    );
+    let tls = match crate::wiring::sip_tls(config) {
+        Ok(tls) => tls?,
+        Err(e) => return Some(Check::fail("sip tls", format!("{e:#}"), fix)),
+    };
+    Some(match tls.check() {
+        Ok(()) => Check::ok(
+            "sip tls",
+            match &config.sip.tls_ca {
+                Some(ca) => format!(
+                    "{addr}: certificate and key match; TLS trunks verified against {}",
+                    ca.display()
+                ),
+                None => format!("{addr}: certificate and key match; no CA bundle, so no TLS trunk can be verified"),
+            },
+        ),
+        Err(e) => Check::fail("sip tls", e.to_string(), fix),
+    })
 }
 
 /// The offline speech the server would load (it falls back rather than
