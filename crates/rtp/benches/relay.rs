@@ -16,8 +16,8 @@
 //!   and direction doing `recv_from` → `send_to`, no decoding).
 //!
 //! The relay under test (bridge or baseline) runs on its own tokio runtime
-//! with **one** worker thread (`sb-relay`), the peers on another runtime
-//! with two, so "calls per core" is measured rather than inferred: the relay
+//! with **one** worker thread (`sb-relay`; `RELAY_THREADS`), the peers on
+//! another runtime with one (`RELAY_PEER_THREADS`), so "calls per core" is measured rather than inferred: the relay
 //! thread's CPU time (`/proc/self/task/*/stat`) over the run gives its share
 //! of one core, and calls ÷ share is the calls one core would carry at that
 //! cost. Relay CPU per packet is that CPU time divided by packets delivered;
@@ -76,6 +76,17 @@ fn relay_threads() -> usize {
         .max(1)
 }
 
+/// `RELAY_PEER_THREADS` (default 1): worker threads of the synthetic peers.
+/// One carries 1,000 calls' peers (~0.7 of a core) and leaves the second
+/// core to the relay thread instead of three busy threads sharing two.
+fn peer_threads() -> usize {
+    std::env::var("RELAY_PEER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1usize)
+        .max(1)
+}
+
 /// Thread name of the relay runtime's workers.
 const RELAY_THREAD: &str = "sb-relay";
 
@@ -94,7 +105,7 @@ fn main() {
         .then(|| tempfile::tempdir().unwrap());
     let record_dir = record.as_ref().map(|d| d.path().to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(peer_threads())
         .thread_name("sb-peers")
         .enable_all()
         .build()
@@ -492,8 +503,9 @@ fn report(rows: &[(Outcome, Outcome)], rss_per_idle_leg_kib: f64, rss_per_idle_b
     println!();
     println!(
         "rtp relay bench: bridged G.711 calls vs a plain UDP relay \
-         (loopback, relay on {} worker thread(s), peers on 2)",
-        relay_threads()
+         (loopback, relay on {} worker thread(s), peers on {})",
+        relay_threads(),
+        peer_threads()
     );
     println!(
         "{:>6} {:>9} | {:>7} {:>8} {:>8} | {:>11} {:>10} {:>10} {:>10}",
