@@ -132,7 +132,8 @@ impl Default for StoreOptions {
 pub struct Store {
     pool: AnyPool,
     /// SQLite only: a connection kept out of the pool for the call path's
-    /// single-statement writes (see [`Store::execute_write`]).
+    /// single-row statements (see [`Store::execute_write`] and
+    /// [`Store::fetch_optional_fast`]).
     writer: Option<Arc<tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Any>>>>>,
     backend: Backend,
     secrets: SecretBox,
